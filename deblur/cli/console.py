@@ -1,0 +1,74 @@
+"""The terminal: results on stdout, progress, warnings and errors on stderr.
+
+All rich objects live here so that the rest of the CLI only calls these.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """Print one line ``error: ...`` on stderr."""
+    err.print(f"[bold red]error:[/] {escape(message)}")
+
+
+def warn(message: str) -> None:
+    """Print one line ``warning: ...`` on stderr."""
+    err.print(f"[yellow]warning:[/] {escape(message)}")
+
+
+def note(message: str) -> None:
+    err.print(escape(message))
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``message`` as one error line and return the exit to raise."""
+    error(message)
+    return typer.Exit(code)
+
+
+def interactive() -> bool:
+    """True when stderr is a terminal (progress bars on)."""
+    return err.is_terminal
+
+
+def setup_logging(verbose: bool) -> None:
+    """Route library warnings to one stderr line each; ``--verbose`` shows the log."""
+    level = logging.DEBUG if verbose else logging.WARNING
+    logging.basicConfig(
+        level=level,
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=err, show_time=False, show_path=False)],
+        force=True,
+    )
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        warn(str(message))
+
+    warnings.showwarning = show
+
+
+def progress(description: str = "") -> Progress:
+    """A progress bar on stderr, off when stderr is not a terminal."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=err,
+        disable=not interactive(),
+        transient=False,
+    )
