@@ -22,13 +22,32 @@ test: install
 	$(PY) -m pytest -q
 
 demo: install
-	$(DEBLUR) restore sample_images/blurred --kernel sample_images/kernels/diagonal.npy \
-	  --reference sample_images/sharp --out restored/diagonal --overwrite
-	$(DEBLUR) restore sample_images/blurred --kernel sample_images/kernels/corner_gaussian.npy \
-	  --reference sample_images/sharp --out restored/corner_gaussian --overwrite
+	@for k in diagonal corner_gaussian per_channel; do \
+	  $(DEBLUR) restore sample_images/blurred/$$k --kernel sample_images/kernels/$$k.npy \
+	    --reference sample_images/sharp --out restored/$$k --report restored/$$k.json \
+	    --overwrite || exit 1; done
+	@echo "restored images and JSON reports are under restored/"
 
 bench: install
 	$(DEBLUR) bench
 
 clean:
 	rm -rf $(VENV) restored build *.egg-info
+
+# Regenerate sample_images/ exactly: the sharp photographs from scikit-image,
+# the kernels with `deblur kernel make`, every blurred copy with `deblur blur`.
+SAMPLES := sample_images
+KMAKE := $(DEBLUR) kernel make --overwrite
+samples: install
+	$(PY) $(SAMPLES)/make_sharp.py
+	$(KMAKE) diagonal --size 5 --ratio 0.6 -o $(SAMPLES)/kernels/diagonal.npy
+	$(KMAKE) corner-gaussian --size 5 --sigma 1.4 -o $(SAMPLES)/kernels/corner_gaussian.npy
+	$(KMAKE) per-channel --size 5 --ratio 0.6 --sigma 1.4 -o $(SAMPLES)/kernels/per_channel.npy
+	$(KMAKE) gaussian --size 5 --sigma 1.0 -o $(SAMPLES)/kernels/centred_gaussian.npy
+	for k in diagonal corner_gaussian; do for d in 8 16; do \
+	  $(DEBLUR) blur $(SAMPLES)/sharp --kernel $(SAMPLES)/kernels/$$k.npy --bit-depth $$d \
+	    --out $(SAMPLES)/blurred/$$k/$${d}bit --overwrite || exit 1; done; done
+	for d in 8 16; do \
+	  $(DEBLUR) blur $(SAMPLES)/sharp/astronaut.png $(SAMPLES)/sharp/coffee.png $(SAMPLES)/sharp/chelsea.png \
+	    --kernel $(SAMPLES)/kernels/per_channel.npy --bit-depth $$d \
+	    --out $(SAMPLES)/blurred/per_channel/$${d}bit --overwrite || exit 1; done

@@ -301,6 +301,8 @@ def load_kernel(path: str | Path, anchor: str | None = None) -> Kernel:
         dimensions, NaN or infinite taps, an empty kernel, or a zero anchor tap.
     """
     path = Path(path)
+    if anchor is not None:
+        _check_anchor_choice(anchor)
     if not path.exists():
         raise KernelError(f"{path}: kernel file not found")
     if path.is_dir():
@@ -332,6 +334,7 @@ def save_kernel(path: str | Path, kernel: Kernel, **extra) -> Path:
 
     path = Path(path)
     suffix = path.suffix.lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npy":
         import io
 
@@ -389,7 +392,8 @@ def stability(kernel: Kernel, size: int | None = None) -> Stability:
     A centred kernel read with a corner anchor is typically wildly unstable.
     """
     if kernel.anchor == "center":
-        return Stability(math.inf, "unstable", 1.0)
+        # no exact inverse; report what a corner reading of it would give
+        kernel = kernel.with_anchor("bottom-right")
     size = size or max(64, 8 * max(kernel.kernel_size))
     h = _impulse_response(kernel, size)
     energy = h.reshape(h.shape[0], -1, size, size) ** 2
@@ -460,7 +464,9 @@ def make_kernel(
         )
     if w.ndim == 2:
         w = w / w.sum()
-    dims = flip_dims(anchor) if kind != "gaussian" else ()
+    if kind == "gaussian":
+        return Kernel(w, "center")
+    dims = flip_dims(anchor)
     if dims:
         w = np.flip(w, axis=tuple(d % w.ndim for d in dims)).copy()
-    return Kernel(w, anchor if kind != "gaussian" else "bottom-right")
+    return Kernel(w, anchor)

@@ -87,5 +87,6 @@ def write_report(path: str | Path, results: list[dict], **header) -> Path:
             f"{path}: report format is chosen by extension, got "
             f"{suffix or 'none'!r}; use .json or .csv"
         )
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, text)
     return path

@@ -97,7 +97,9 @@ def test_stability_diagonal_kernel_matches_design_gain():
 
 
 def test_stability_centred_gaussian_is_unstable():
-    s = stability(make_kernel("gaussian", 5, sigma=1.0))
+    k = make_kernel("gaussian", 5, sigma=1.0)
+    assert k.anchor == "center"
+    s = stability(k.with_anchor("bottom-right"))
     assert s.verdict == "unstable"
     assert s.gain > 1e10
 

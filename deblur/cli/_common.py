@@ -60,13 +60,14 @@ def open_kernel(
             f"{path}: kernel taps sum to {shown}, not 1, so the restored image "
             "changes brightness; pass --normalize to rescale the kernel"
         )
+    verdict = stability(kernel)
     if exact and kernel.anchor == "center":
         raise console.fail(
-            f"{path}: --anchor center: a centred kernel is not causal and has no "
-            "exact inverse; use --method wiener, unsupervised-wiener or "
-            "richardson-lucy for it"
+            f"{path}: the kernel's anchor is its centre: a centred blur is not "
+            "causal and its exact inverse is unstable (noise gain "
+            f"{verdict.gain:.3g} read from a corner); use --method wiener, "
+            "unsupervised-wiener or richardson-lucy for it"
         )
-    verdict = stability(kernel)
     if exact and verdict.verdict == "unstable":
         from ..kernel import _corner_hint
 

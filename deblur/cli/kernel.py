@@ -77,7 +77,7 @@ def make(
     try:
         k = make_kernel(kind, (kh, kw), ratio=ratio, sigma=sigma, anchor=anchor)
         save_kernel(output, k)
-    except (KernelError, ValueError) as exc:
+    except (KernelError, ValueError, OSError) as exc:
         raise console.fail(str(exc))
     s = stability(k)
     console.out.print(f"{output}: {kind} {kh}x{kw}, anchor {k.anchor}, gain {s.gain:.4g} ({s.verdict})")

@@ -48,6 +48,58 @@ _ROW_BLOCK = 32
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=_SOLVE)
+def _subtract_row(acc, row, weights, c0, c1, transpose):
+    # acc[t] -= sum_b weights[b] * row[j - (kw-1) + b] for the frame columns
+    # j in [c0, c1) of one earlier row; acc[t] holds frame column c0 + t, or
+    # c1 - 1 - t when transposing (then row is stored right to left).
+    W = row.shape[0]
+    kw = weights.shape[0]
+    e = min(max(c0, kw - 1), c1)
+
+    # the first kw - 1 columns of the image see only part of the kernel
+    for j in range(c0, e):
+        t = c1 - 1 - j if transpose else j - c0
+        s = acc[t]
+        for b in range(kw - 1 - j, kw):
+            q = W - 1 - j + (kw - 1 - b) if transpose else j - (kw - 1 - b)
+            s -= weights[b] * row[q]
+        acc[t] = s
+
+    # the rest, up to four taps per pass; slices indexed from 0 vectorise
+    nb = c1 - e
+    if nb <= 0:
+        return
+    dst = acc[:nb] if transpose else acc[e - c0 :]
+    base = W - c1 + kw - 1 if transpose else e - (kw - 1)
+    sign = -1 if transpose else 1
+    b = 0
+    while b < kw:
+        o0 = base + sign * b
+        if kw - b >= 4:
+            w0, w1, w2, w3 = weights[b], weights[b + 1], weights[b + 2], weights[b + 3]
+            s0 = row[o0 : o0 + nb]
+            s1 = row[o0 + sign : o0 + sign + nb]
+            s2 = row[o0 + 2 * sign : o0 + 2 * sign + nb]
+            s3 = row[o0 + 3 * sign : o0 + 3 * sign + nb]
+            for t in range(nb):
+                dst[t] = dst[t] - w0 * s0[t] - w1 * s1[t] - w2 * s2[t] - w3 * s3[t]
+            b += 4
+        elif kw - b >= 2:
+            w0, w1 = weights[b], weights[b + 1]
+            s0 = row[o0 : o0 + nb]
+            s1 = row[o0 + sign : o0 + sign + nb]
+            for t in range(nb):
+                dst[t] = dst[t] - w0 * s0[t] - w1 * s1[t]
+            b += 2
+        else:
+            w0 = weights[b]
+            s0 = row[o0 : o0 + nb]
+            for t in range(nb):
+                dst[t] -= w0 * s0[t]
+            b += 1
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=_SOLVE)
 def _rows_depthwise(y, kernel, scale, x, p, kc, r0, r1, c0, c1, transpose):
     # Solve rows [r0, r1) x columns [c0, c1) of plane p in the solve's frame
     # (flipped in both axes when transposing), with kernel[kc] already divided
@@ -62,48 +114,37 @@ def _rows_depthwise(y, kernel, scale, x, p, kc, r0, r1, c0, c1, transpose):
     q0 = W - c1 if transpose else c0  # first stored column of the strip
     first = W - 1 - c0 if transpose else c0  # stored column of frame column c0
     inv = scale[kc]
+    zero = y.dtype.type(0)
     acc = np.empty(n, dtype=y.dtype)
 
     # the row's own taps, nearest first: h1 multiplies the left neighbour
-    h1 = kernel[kc, kh - 1, kw - 2] if m >= 1 else 0.0
-    h2 = kernel[kc, kh - 1, kw - 3] if m >= 2 else 0.0
-    h3 = kernel[kc, kh - 1, kw - 4] if m >= 3 else 0.0
-    h4 = kernel[kc, kh - 1, kw - 5] if m >= 4 else 0.0
-    h5 = kernel[kc, kh - 1, kw - 6] if m >= 5 else 0.0
-    h6 = kernel[kc, kh - 1, kw - 7] if m >= 6 else 0.0
+    h1 = kernel[kc, kh - 1, kw - 2] if m >= 1 else zero
+    h2 = kernel[kc, kh - 1, kw - 3] if m >= 2 else zero
+    h3 = kernel[kc, kh - 1, kw - 4] if m >= 3 else zero
+    h4 = kernel[kc, kh - 1, kw - 5] if m >= 4 else zero
+    h5 = kernel[kc, kh - 1, kw - 6] if m >= 5 else zero
+    h6 = kernel[kc, kh - 1, kw - 7] if m >= 6 else zero
 
     for i in range(r0, r1):
         ri = H - 1 - i if transpose else i
         for t in range(n):
             acc[t] = y[p, ri, q0 + t] * inv
 
-        # the previous kh - 1 rows, one vectorised pass per tap
+        # the previous kh - 1 rows, vectorised along the row
         for a in range(kh - 1):
             r = i - (kh - 1) + a
-            if r < 0:
-                continue
-            rr = H - 1 - r if transpose else r
-            for b in range(kw):
-                d = kw - 1 - b
-                lo = max(c0, d)
-                if lo >= c1:
-                    continue
-                w = kernel[kc, a, b]
-                if transpose:
-                    for jq in range(W - c1, W - lo):
-                        acc[jq - q0] -= w * x[p, rr, jq + d]
-                else:
-                    for jq in range(lo, c1):
-                        acc[jq - q0] -= w * x[p, rr, jq - d]
+            if r >= 0:
+                rr = H - 1 - r if transpose else r
+                _subtract_row(acc, x[p, rr], kernel[kc, a], c0, c1, transpose)
 
         # the row's own left neighbours: a recurrence, far taps first
         if m <= 6:
-            p1 = x[p, ri, first - step] if c0 >= 1 and m >= 1 else 0.0
-            p2 = x[p, ri, first - 2 * step] if c0 >= 2 and m >= 2 else 0.0
-            p3 = x[p, ri, first - 3 * step] if c0 >= 3 and m >= 3 else 0.0
-            p4 = x[p, ri, first - 4 * step] if c0 >= 4 and m >= 4 else 0.0
-            p5 = x[p, ri, first - 5 * step] if c0 >= 5 and m >= 5 else 0.0
-            p6 = x[p, ri, first - 6 * step] if c0 >= 6 and m >= 6 else 0.0
+            p1 = x[p, ri, first - step] if c0 >= 1 and m >= 1 else zero
+            p2 = x[p, ri, first - 2 * step] if c0 >= 2 and m >= 2 else zero
+            p3 = x[p, ri, first - 3 * step] if c0 >= 3 and m >= 3 else zero
+            p4 = x[p, ri, first - 4 * step] if c0 >= 4 and m >= 4 else zero
+            p5 = x[p, ri, first - 5 * step] if c0 >= 5 and m >= 5 else zero
+            p6 = x[p, ri, first - 6 * step] if c0 >= 6 and m >= 6 else zero
             for t in range(n):
                 jq = first + step * t
                 v = acc[jq - q0] - h6 * p6
@@ -181,21 +222,11 @@ def _rows_mixing(y, kernel, scale, x, n, r0, r1, c0, c1, transpose):
                 cj = C - 1 - ci if transpose else ci
                 for a in range(kh - 1):
                     r = i - (kh - 1) + a
-                    if r < 0:
-                        continue
-                    rr = H - 1 - r if transpose else r
-                    for b in range(kw):
-                        d = kw - 1 - b
-                        lo = max(c0, d)
-                        w = kernel[c, ci, a, b]
-                        if lo >= c1 or w == 0.0:
-                            continue
-                        if transpose:
-                            for jq in range(W - c1, W - lo):
-                                acc[c, jq - q0] -= w * x[n, cj, rr, jq + d]
-                        else:
-                            for jq in range(lo, c1):
-                                acc[c, jq - q0] -= w * x[n, cj, rr, jq - d]
+                    if r >= 0:
+                        rr = H - 1 - r if transpose else r
+                        _subtract_row(
+                            acc[c], x[n, cj, rr], kernel[c, ci, a], c0, c1, transpose
+                        )
 
         # the row's left neighbours, then the lower-triangular anchor block
         for t in range(cols):
@@ -236,12 +267,13 @@ def _solve_mixing(y, kernel, scale, x, strips, row_block, transpose):
 
 
 @njit(parallel=True, cache=True, boundscheck=False, fastmath=_REDUCE)
-def _kernel_grad_depthwise(grad, x, kh, kw, chunks, out, zero):
+def _kernel_grad_depthwise(grad, x, kh, kw, chunks, out):
     # out[task, a, b] = sum over the rows of one chunk of one plane of
     #   grad[p, i, j] * x[p, i - (kh-1) + a, j - (kw-1) + b]
-    # Each row's dot product is summed in the images' dtype (``zero`` types
-    # it), so that it vectorises; rows are then summed in float64.
+    # Each row's dot product is summed in the images' dtype, so that it
+    # vectorises; the rows are then summed in float64.
     P, H, W = grad.shape
+    zero = grad.dtype.type(0)
     rows = (H + chunks - 1) // chunks
     for task in prange(P * chunks):
         p = task // chunks
@@ -254,9 +286,11 @@ def _kernel_grad_depthwise(grad, x, kh, kw, chunks, out, zero):
                     continue
                 for b in range(kw):
                     d = kw - 1 - b
+                    g = grad[p, i, d:]
+                    src = x[p, r, : W - d]
                     s = zero
-                    for j in range(d, W):
-                        s += grad[p, i, j] * x[p, r, j - d]
+                    for t in range(W - d):
+                        s += g[t] * src[t]
                     out[task, a, b] += s
 
 
@@ -353,7 +387,6 @@ def kernel_grad_depthwise(
         chunks = max(1, min(H, math.ceil(2 * threads / max(P, 1))))
     out = np.zeros((P * chunks, kh, kw), dtype=np.float64)
     if grad.size:
-        zero = grad.dtype.type(0)
-        _kernel_grad_depthwise(grad, x, kh, kw, chunks, out, zero)
+        _kernel_grad_depthwise(grad, x, kh, kw, chunks, out)
     per_plane = out.reshape(P, chunks, kh, kw).sum(axis=1)
     return per_plane.reshape(P // Ck, Ck, kh, kw).sum(axis=0).astype(grad.dtype)

@@ -148,7 +148,8 @@ def solve_mixing(y: Tensor, kernel: Tensor) -> Tensor:
     block = scaled[:, :, -1, -1].tril(-1)
     weights = -scaled
     weights[:, :, -1, -1] = torch.eye(C, dtype=y.dtype, device=y.device)
-    weights = weights.reshape(C, C * kh * kw)
+    weights = weights.reshape(1, C, C, kh, kw, 1)
+    block = block.reshape(C, C, 1)
 
     # skew, (B, C, rows, Hs); each diagonal's row starts out holding y
     rows, cols = _skew_index(H, W, kh, kw, y.device)
@@ -162,11 +163,11 @@ def solve_mixing(y: Tensor, kernel: Tensor) -> Tensor:
 
         # earlier diagonals, every channel at once
         taps = _taps(x_skew, d, first, length, kh, kw)
-        acc = weights @ taps.reshape(B, C * kh * kw, length)
+        acc = (taps.unsqueeze(1) * weights).sum((2, 3, 4))
 
         # the anchor block, strictly lower triangular now: channels in order
         for c in range(1, C):
-            acc[:, c] -= block[c, :c] @ acc[:, :c]
+            acc[:, c] -= (block[c, :c] * acc[:, :c]).sum(1)
         x_skew[:, :, row, span] = acc
 
     return x_skew[:, :, rows, cols].reshape(B, C, H, W)

@@ -1,0 +1,694 @@
+"""Learning a causal blur kernel (PSF) from pairs of blurred and sharp images.
+
+Two stages (DESIGN.md sections 1 and 6):
+
+1. :func:`lstsq_kernel`, a linear least-squares fit of the forward model
+   ``causal_conv2d(sharp, K) ~ blurred``.  Its normal equations are built from
+   correlations of the sharp image with itself and with the blurred image,
+   accumulated image by image, so memory stays ``O(k^4)`` whatever the number
+   and size of the images.
+2. :func:`fit_kernel`, which starts there (or at the identity) and refines
+   the kernel by gradient descent *through the exact inverse*: it minimises
+   the error of ``inverse_causal_conv2d(blurred, K)`` against ``sharp`` on
+   random crops, the objective a deblurring user cares about.  On noisy or
+   quantised data the two differ: the inverse amplifies noise by the kernel's
+   gain, which the forward fit does not see.
+
+Both work in the canonical frame (anchor bottom-right): images and kernels are
+flipped in, and the kernel is flipped back out.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .kernel import Kernel, Stability, stability
+from .ops import inverse_causal_conv2d
+from .ops.forms import check_anchor, flip_dims
+
+__all__ = [
+    "FitResult",
+    "ImagePair",
+    "PairScore",
+    "fit_kernel",
+    "lstsq_kernel",
+    "split_holdout",
+]
+
+INITS = ("lstsq", "identity")
+BORDERS = ("sharp", "zero")
+
+#: the anchor tap may not shrink below this share of the taps' absolute sum
+ANCHOR_FLOOR = 0.05
+
+#: gather at most this many numbers of patches at once in the normal equations
+_STRIP_NUMBERS = 1 << 21
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    """One training example: a blurred image and the sharp image it came from.
+
+    Parameters
+    ----------
+    blurred, sharp : (H, W) or (H, W, C) float ndarray
+        Same shape; values on the [0, 1] scale (what
+        :func:`deblur.imageio.read_image` returns).
+    name : str
+        What reports call the pair (its relative path).
+    """
+
+    blurred: np.ndarray
+    sharp: np.ndarray
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class PairScore:
+    """PSNR (dB, ``data_range`` 1) of one pair against its sharp image."""
+
+    name: str
+    psnr_blurred: float
+    psnr_lstsq: float
+    psnr_refined: float
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit_kernel` learnt and how well it restores.
+
+    Attributes
+    ----------
+    kernel : (kh, kw) or (C, kh, kw) ndarray
+        The refined kernel, anchor in the ``anchor`` corner.
+    kernel_lstsq : ndarray
+        The least-squares fit of the forward model, same shape.
+    anchor : str
+    losses : list of float
+        Training loss (mean squared error on the crops) at each step.
+    train, holdout : list of PairScore
+        PSNR of the blurred image, of the image restored with the least-squares
+        kernel and of the image restored with the refined kernel.
+    stability : Stability
+        Noise gain and verdict of the refined kernel.
+    rejected_steps : int
+        Steps undone because they made the kernel unstable or the loss
+        non-finite (each halves the learning rate).
+    notes : list of str
+        What the fit changed on its own (for example a start from the identity
+        because the least-squares kernel was unstable).
+    """
+
+    kernel: np.ndarray
+    kernel_lstsq: np.ndarray
+    anchor: str
+    losses: list[float] = field(default_factory=list)
+    train: list[PairScore] = field(default_factory=list)
+    holdout: list[PairScore] = field(default_factory=list)
+    stability: Stability | None = None
+    stability_lstsq: Stability | None = None
+    rejected_steps: int = 0
+    final_lr: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def as_kernel(self) -> Kernel:
+        """The refined kernel as a :class:`deblur.kernel.Kernel`."""
+        return Kernel(self.kernel, self.anchor)
+
+
+# --- inputs -----------------------------------------------------------------
+
+
+def _as_pair(item, index: int) -> ImagePair:
+    if isinstance(item, ImagePair):
+        pair = item
+    elif isinstance(item, (tuple, list)) and len(item) in (2, 3):
+        name = str(item[2]) if len(item) == 3 else f"pair {index}"
+        pair = ImagePair(np.asarray(item[0]), np.asarray(item[1]), name)
+    else:
+        raise TypeError(
+            f"pairs[{index}] must be an ImagePair or a (blurred, sharp) tuple of "
+            f"arrays, got {type(item).__name__}"
+        )
+    name = pair.name or f"pair {index}"
+    blurred, sharp = np.asarray(pair.blurred), np.asarray(pair.sharp)
+    for role, a in (("blurred", blurred), ("sharp", sharp)):
+        if a.ndim not in (2, 3) or a.dtype.kind not in "fiu":
+            raise ValueError(
+                f"{name}: {role} image must be a numeric (H, W) or (H, W, C) "
+                f"array, got {a.dtype} of shape {a.shape}"
+            )
+    if blurred.shape != sharp.shape:
+        raise ValueError(
+            f"{name}: blurred image is {_shape_text(blurred)} but sharp image is "
+            f"{_shape_text(sharp)}; pairs must have the same size and channels"
+        )
+    return ImagePair(blurred, sharp, name)
+
+
+def _shape_text(a: np.ndarray) -> str:
+    H, W = a.shape[:2]
+    C = 1 if a.ndim == 2 else a.shape[2]
+    return f"{W}x{H}x{C} (W x H x C)"
+
+
+def _planes(a: np.ndarray, anchor: str) -> np.ndarray:
+    """``(H, W[, C])`` -> ``(C, H, W)`` float64 in the canonical frame."""
+    a = np.asarray(a, dtype=np.float64)
+    a = a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0)
+    dims = flip_dims(anchor)
+    if dims:
+        a = np.flip(a, axis=dims)
+    return np.ascontiguousarray(a)
+
+
+def _uncanonical(kernel: np.ndarray, anchor: str) -> np.ndarray:
+    dims = flip_dims(anchor)
+    return np.ascontiguousarray(np.flip(kernel, axis=dims) if dims else kernel)
+
+
+def _kernel_size(kernel_size) -> tuple[int, int]:
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    if int(kh) < 1 or int(kw) < 1:
+        raise ValueError(f"kernel_size must be positive, got {kernel_size!r}")
+    return int(kh), int(kw)
+
+
+def _margin(margin, kh: int, kw: int) -> tuple[int, int]:
+    if margin is None:
+        return kh, kw
+    mr, mc = (margin, margin) if isinstance(margin, int) else margin
+    if mr < 0 or mc < 0:
+        raise ValueError(f"margin must be zero or positive, got {margin!r}")
+    return int(mr), int(mc)
+
+
+def _channels(pairs: list[ImagePair], per_channel: bool) -> int | None:
+    if not per_channel:
+        return None
+    counts = {1 if p.sharp.ndim == 2 else p.sharp.shape[2] for p in pairs}
+    if len(counts) != 1:
+        raise ValueError(
+            f"per_channel needs pairs with one channel count, got {sorted(counts)}; "
+            "fit a shared (kh, kw) kernel or convert the images first"
+        )
+    return counts.pop()
+
+
+def split_holdout(
+    pairs: Sequence, holdout: int | float, seed: int = 0
+) -> tuple[list, list]:
+    """Split ``pairs`` into training and held-out pairs, reproducibly.
+
+    Parameters
+    ----------
+    pairs : sequence
+    holdout : int or float
+        A number of pairs (``int``, ``>= 1``) or a fraction of them
+        (``0 <= holdout < 1``, rounded to the nearest count).
+    seed : int
+        The held-out pairs are a random choice drawn with this seed.
+
+    Returns
+    -------
+    train, held_out : list
+        Both keep the input order.
+
+    Raises
+    ------
+    ValueError
+        If fewer than one pair would be left for training.
+    """
+    n = len(pairs)
+    if isinstance(holdout, float) and not float(holdout).is_integer():
+        if not 0.0 <= holdout < 1.0:
+            raise ValueError(
+                f"holdout must be a count or a fraction in [0, 1), got {holdout}"
+            )
+        count = int(round(holdout * n))
+    else:
+        count = int(holdout)
+    if count < 0 or count >= n:
+        raise ValueError(
+            f"holdout of {holdout} leaves {n - count} of {n} pairs for training; "
+            "hold out fewer pairs or give more"
+        )
+    chosen = set(np.random.default_rng(seed).permutation(n)[:count].tolist())
+    train = [p for i, p in enumerate(pairs) if i not in chosen]
+    held = [p for i, p in enumerate(pairs) if i in chosen]
+    return train, held
+
+
+# --- stage 1: least squares on the forward model ----------------------------
+
+
+def _accumulate(
+    gram: np.ndarray, rhs: np.ndarray, x: np.ndarray, y: np.ndarray,
+    kh: int, kw: int, mr: int, mc: int,
+) -> int:
+    """Add one plane's correlations to ``gram`` and ``rhs``; return pixels used.
+
+    ``gram[(a, b), (a', b')] += sum_ij x_pad[i + a, j + b] x_pad[i + a', j + b']``
+    and ``rhs[(a, b)] += sum_ij x_pad[i + a, j + b] y[i, j]`` over the output
+    pixels ``i >= mr``, ``j >= mc``; gathered a strip of rows at a time.
+    """
+    H, W = x.shape
+    if H <= mr or W <= mc:
+        return 0
+    padded = np.pad(x, ((kh - 1, 0), (kw - 1, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw))
+    cols = W - mc
+    rows = max(1, _STRIP_NUMBERS // (cols * kh * kw))
+    for i0 in range(mr, H, rows):
+        i1 = min(H, i0 + rows)
+        # torch's matmul, which copes with busy cores better than numpy's BLAS
+        patches = torch.from_numpy(windows[i0:i1, mc:W].reshape(-1, kh * kw))
+        target = torch.from_numpy(np.ascontiguousarray(y[i0:i1, mc:W]).reshape(-1))
+        gram += (patches.T @ patches).numpy()
+        rhs += (patches.T @ target).numpy()
+    return (H - mr) * cols
+
+
+def _lstsq_canonical(
+    planes: list[tuple[np.ndarray, np.ndarray]], C: int | None,
+    kh: int, kw: int, mr: int, mc: int,
+) -> np.ndarray:
+    """Solve the normal equations; ``planes`` holds ``(sharp, blurred)`` (C, H, W)."""
+    k2 = kh * kw
+    groups = 1 if C is None else C
+    gram = np.zeros((groups, k2, k2))
+    rhs = np.zeros((groups, k2))
+    used = 0
+    for x, y in planes:
+        for c in range(x.shape[0]):
+            g = 0 if C is None else c
+            used += _accumulate(gram[g], rhs[g], x[c], y[c], kh, kw, mr, mc)
+    if used == 0:
+        raise ValueError(
+            f"no pixel is left for the fit: every image is at most {mr} rows or "
+            f"{mc} columns, the margin; use a smaller margin or larger images"
+        )
+
+    out = np.empty((groups, k2))
+    for g in range(groups):
+        solution, _, rank, _ = np.linalg.lstsq(gram[g], rhs[g], rcond=None)
+        if rank < k2:
+            warnings.warn(
+                f"the sharp images determine only {rank} of the {k2} taps of a "
+                f"{kh}x{kw} kernel (too little texture); the fit is the "
+                "minimum-norm solution: use more varied images or a smaller size",
+                stacklevel=3,
+            )
+        out[g] = solution
+    out = out.reshape(groups, kh, kw)
+    return out[0] if C is None else out
+
+
+def lstsq_kernel(
+    pairs: Sequence,
+    kernel_size: int | tuple[int, int],
+    per_channel: bool = False,
+    anchor: str = "bottom-right",
+    margin: int | tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Fit a causal kernel to pairs by linear least squares on the forward model.
+
+    Minimises ``sum ||causal_conv2d(sharp, K) - blurred||^2`` over the output
+    pixels outside the ``margin``, which is linear in ``K``.
+
+    Parameters
+    ----------
+    pairs : sequence of ImagePair or (blurred, sharp) tuples
+        Arrays ``(H, W)`` or ``(H, W, C)``, blurred and sharp of one shape.
+    kernel_size : int or (kh, kw)
+    per_channel : bool
+        Fit one kernel per channel, ``(C, kh, kw)``, instead of one shared
+        ``(kh, kw)`` kernel.
+    anchor : {"bottom-right", "bottom-left", "top-right", "top-left"}
+        The corner of the kernel that holds the anchor tap.
+    margin : int or (rows, cols), optional
+        Output rows and columns left out on the anchor's side (top and left
+        for a bottom-right anchor), where the blurred image depends on pixels
+        outside the sharp one.  Default: the kernel size.  ``kh - 1, kw - 1``
+        already keeps every product inside the image.
+
+    Returns
+    -------
+    kernel : (kh, kw) or (C, kh, kw) float64 ndarray
+
+    Raises
+    ------
+    ValueError
+        If a pair's images differ in shape, per-channel pairs differ in
+        channels, or the margin leaves no pixel.
+
+    Notes
+    -----
+    The normal equations ``G k = r`` are built from correlations,
+    ``G[(a, b), (a', b')] = sum x_pad[i + a, j + b] x_pad[i + a', j + b']``
+    and ``r[(a, b)] = sum x_pad[i + a, j + b] y[i, j]``, with ``x_pad`` the
+    sharp image zero padded by ``kh - 1`` rows on top and ``kw - 1`` columns
+    on the left.  They are accumulated plane by plane, a strip of rows at a
+    time, so memory is ``O(k^4)`` plus one strip; the ``kh kw x kh kw`` system
+    is then solved by ``numpy.linalg.lstsq`` (minimum norm if it is singular,
+    with a warning).  On noise-free data blurred by the same operator the fit
+    is exact to rounding.
+
+    Examples
+    --------
+    >>> from deblur.ops import causal_conv2d
+    >>> k = np.array([[0.1, 0.2], [0.0, 0.7]])
+    >>> sharp = np.random.default_rng(0).random((32, 32))
+    >>> blurred = causal_conv2d(torch.from_numpy(sharp)[None, None],
+    ...                         torch.from_numpy(k))[0, 0].numpy()
+    >>> np.allclose(lstsq_kernel([(blurred, sharp)], 2), k)
+    True
+    """
+    check_anchor(anchor)
+    kh, kw = _kernel_size(kernel_size)
+    mr, mc = _margin(margin, kh, kw)
+    items = [_as_pair(p, i) for i, p in enumerate(pairs)]
+    if not items:
+        raise ValueError("pairs is empty; give at least one (blurred, sharp) pair")
+    C = _channels(items, per_channel)
+
+    planes = [(_planes(p.sharp, anchor), _planes(p.blurred, anchor)) for p in items]
+    return _uncanonical(_lstsq_canonical(planes, C, kh, kw, mr, mc), anchor)
+
+
+# --- stage 2: refinement through the inverse --------------------------------
+
+
+def _is_stable(canon: np.ndarray) -> bool:
+    """Stability of a canonical ``(Ck, kh, kw)`` kernel; cheap when dominant."""
+    flat = np.abs(canon.reshape(canon.shape[0], -1))
+    anchor = flat[:, -1]
+    if np.all(anchor > flat[:, :-1].sum(axis=1)):
+        return True  # a dominant anchor is sufficient
+    if np.any(canon[:, -1, -1] == 0) or not np.all(np.isfinite(canon)):
+        return False
+    weights = canon[0] if canon.shape[0] == 1 else canon
+    return stability(Kernel(weights)).stable
+
+
+def _identity(Ck: int, kh: int, kw: int) -> np.ndarray:
+    k = np.zeros((Ck, kh, kw))
+    k[:, -1, -1] = 1.0
+    return k
+
+
+def _crops(
+    images: list[torch.Tensor], picks: list[tuple[int, int, int]],
+    height: int, width: int, per_channel: bool,
+) -> torch.Tensor:
+    """Stack crops ``(n, i0, j0)`` of ``(C, H, W)`` images into a batch.
+
+    Per-channel kernels keep each crop's channels together, ``(B, C, h, w)``;
+    a shared kernel sees planes, ``(B * C, 1, h, w)``, so gray and colour
+    pairs can share a batch.
+    """
+    parts = [images[n][:, i : i + height, j : j + width] for n, i, j in picks]
+    if per_channel:
+        return torch.stack(parts)
+    return torch.cat(parts)[:, None]
+
+
+def _border_correction(windows: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """What the sharp pixels above and left of each crop add to its blurred pixels.
+
+    ``windows`` are the sharp crops with ``kh - 1`` rows above and ``kw - 1``
+    columns left of them (zero outside the image), their interior zeroed:
+    their blur is exactly the part of the blurred crop that the inverse of
+    the crop alone cannot explain.
+    """
+    kh, kw = kernel.shape[-2:]
+    C = windows.shape[1]
+    weight = kernel.expand(C, kh, kw).unsqueeze(1)
+    return F.conv2d(windows, weight, groups=C)
+
+
+def _psnr(sharp: np.ndarray, image: np.ndarray) -> float:
+    from .metrics import psnr
+
+    if not np.all(np.isfinite(image)):
+        return float("nan")
+    return float(psnr(sharp, image, data_range=1.0))
+
+
+def _restore(blurred: np.ndarray, canon: np.ndarray, device, dtype) -> np.ndarray:
+    y = torch.from_numpy(blurred)[None].to(device=device, dtype=dtype)
+    k = torch.from_numpy(canon).to(device=device, dtype=dtype)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        x = inverse_causal_conv2d(y, k)[0].to("cpu", torch.float64).numpy()
+    with np.errstate(invalid="ignore"):
+        return np.clip(x, 0.0, 1.0)
+
+
+def _scores(items, canon_pairs, lstsq, refined, device, dtype) -> list[PairScore]:
+    scores = []
+    for item, (x, y) in zip(items, canon_pairs):
+        scores.append(
+            PairScore(
+                item.name,
+                _psnr(x, y),
+                _psnr(x, _restore(y, lstsq, device, dtype)),
+                _psnr(x, _restore(y, refined, device, dtype)),
+            )
+        )
+    return scores
+
+
+def fit_kernel(
+    pairs: Sequence,
+    kernel_size: int | tuple[int, int],
+    *,
+    per_channel: bool = False,
+    anchor: str = "bottom-right",
+    num_steps: int = 200,
+    lr: float = 1e-3,
+    crop: int = 64,
+    batch: int = 8,
+    margin: int | tuple[int, int] | None = None,
+    init: str = "lstsq",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    holdout: Sequence = (),
+    border: str = "sharp",
+    check_every: int = 10,
+    dtype: torch.dtype | None = None,
+    callback: Callable[[int, float, float], None] | None = None,
+) -> FitResult:
+    """Learn a causal kernel from pairs: least squares, then descent through the inverse.
+
+    Parameters
+    ----------
+    pairs : sequence of ImagePair or (blurred, sharp[, name]) tuples
+        Training pairs, arrays ``(H, W)`` or ``(H, W, C)`` on the [0, 1] scale.
+    kernel_size : int or (kh, kw)
+    per_channel : bool
+        Learn ``(C, kh, kw)``, one kernel per channel, instead of ``(kh, kw)``.
+    anchor : {"bottom-right", "bottom-left", "top-right", "top-left"}
+    num_steps : int
+        Adam steps; 0 keeps the starting kernel.
+    lr : float
+        Peak learning rate (kernel taps per step); it follows a cosine decay
+        to zero over ``num_steps``.
+    crop : int
+        Side of the random square crops (shortened to fit small images).
+    batch : int
+        Crops per step, drawn from random training pairs.
+    margin : int or (rows, cols), optional
+        Rows and columns on the anchor's side of each crop that the loss
+        leaves out.  Default: the kernel size.
+    init : {"lstsq", "identity"}
+        Start from :func:`lstsq_kernel` or from the identity (a lone anchor).
+    seed : int
+        Seed of the crop positions; the same seed gives the same kernel.
+    device : str or torch.device
+        Where to solve, for example ``"cpu"`` or ``"cuda"``.
+    holdout : sequence, optional
+        Pairs scored at the end but never trained on.
+    border : {"sharp", "zero"}
+        What the inverse assumes above and left of a crop.  ``"sharp"``
+        subtracts what the sharp pixels there add to the crop's blurred pixels
+        (exact under the model, so the loss is zero at the true kernel of
+        noise-free pairs); ``"zero"`` treats them as zero and relies on the
+        margin alone.
+    check_every : int
+        Steps between stability checks of the kernel being learnt.
+    dtype : torch.dtype, optional
+        Default float64 on the CPU, float32 elsewhere.
+    callback : callable, optional
+        ``callback(step, loss, psnr)`` after each step (``step`` counts from
+        1; ``psnr`` is the loss as a PSNR in dB for ``data_range`` 1).
+
+    Returns
+    -------
+    FitResult
+
+    Raises
+    ------
+    ValueError
+        Bad option values, pairs that differ in shape, a crop no larger than
+        the margin, an empty training set.
+
+    Notes
+    -----
+    The loss is the mean squared error between ``inverse_causal_conv2d`` of
+    each blurred crop and the sharp crop, outside the margin.  Adam was chosen
+    over L-BFGS because the crops change every step, which breaks L-BFGS's
+    curvature pairs; the cosine decay removes Adam's jitter at the end, so a
+    start that is already optimal stays put.  Two guards keep the kernel
+    invertible and stable: after each step the anchor is held at or above
+    ``ANCHOR_FLOOR`` times the taps' absolute sum, with its sign kept; every
+    ``check_every`` steps the kernel's stability is checked (at once when the
+    anchor dominates the other taps, else with
+    :func:`deblur.kernel.stability`), and a kernel that turned unstable, or a
+    non-finite loss, reverts the kernel and the optimiser to the last checked
+    state and halves the learning rate.
+
+    The restored images are clipped to [0, 1] before they are scored; PSNRs
+    use ``data_range`` 1 (the same number as on the 0-255 scale).
+    """
+    check_anchor(anchor)
+    kh, kw = _kernel_size(kernel_size)
+    mr, mc = _margin(margin, kh, kw)
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {', '.join(BORDERS)}, got {border!r}")
+    if num_steps < 0 or batch < 1 or check_every < 1:
+        raise ValueError(
+            f"num_steps must be >= 0 and batch, check_every >= 1, got "
+            f"num_steps={num_steps}, batch={batch}, check_every={check_every}"
+        )
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive number, got {lr}")
+    items = [_as_pair(p, i) for i, p in enumerate(pairs)]
+    held = [_as_pair(p, i) for i, p in enumerate(holdout)]
+    if not items:
+        raise ValueError("no training pairs; give at least one (blurred, sharp) pair")
+    C = _channels(items + held, per_channel)
+    device = torch.device(device)
+    if dtype is None:
+        dtype = torch.float64 if device.type == "cpu" else torch.float32
+
+    # the canonical frame, and the start
+    train = [(_planes(p.sharp, anchor), _planes(p.blurred, anchor)) for p in items]
+    tests = [(_planes(p.sharp, anchor), _planes(p.blurred, anchor)) for p in held]
+    lstsq = _lstsq_canonical(train, C, kh, kw, mr, mc)
+    lstsq = lstsq[None] if C is None else lstsq
+    result_notes = []
+    start = lstsq if init == "lstsq" else _identity(lstsq.shape[0], kh, kw)
+    if not _is_stable(start):
+        result_notes.append(
+            "the least-squares kernel is unstable for the exact inverse; the "
+            "descent started from the identity"
+        )
+        start = _identity(lstsq.shape[0], kh, kw)
+
+    # crops: one size for all pairs, larger than the margin
+    ch = min(crop, *(x.shape[1] for x, _ in train))
+    cw = min(crop, *(x.shape[2] for x, _ in train))
+    if num_steps and (ch <= mr or cw <= mc):
+        raise ValueError(
+            f"crops of {ch}x{cw} leave nothing outside the margin of {mr} rows "
+            f"and {mc} columns; use a larger crop (or images), or a smaller margin"
+        )
+    sharp_t = [torch.from_numpy(x).to(device, dtype) for x, _ in train]
+    blurred_t = [torch.from_numpy(y).to(device, dtype) for _, y in train]
+    sharp_pad = [F.pad(x, (kw - 1, 0, kh - 1, 0)) for x in sharp_t]
+
+    kernel = torch.tensor(start, dtype=dtype, device=device, requires_grad=True)
+    sign = torch.sign(kernel.detach()[:, -1, -1])
+    optimizer = torch.optim.Adam([kernel], lr=lr)
+    rng = np.random.default_rng(seed)
+    scale = 1.0
+    rejected = 0
+    losses: list[float] = []
+    saved = (kernel.detach().clone(), copy.deepcopy(optimizer.state_dict()))
+
+    for step in range(num_steps):
+        lr_now = scale * lr * 0.5 * (1.0 + math.cos(math.pi * step / num_steps))
+        for group in optimizer.param_groups:
+            group["lr"] = lr_now
+
+        # a batch of crops, one solve for all of them
+        picks = []
+        for n in rng.integers(len(train), size=batch).tolist():
+            H, W = sharp_t[n].shape[1:]
+            picks.append((n, int(rng.integers(H - ch + 1)), int(rng.integers(W - cw + 1))))
+        blurred = _crops(blurred_t, picks, ch, cw, C is not None)
+        if border == "sharp":
+            windows = _crops(sharp_pad, picks, ch + kh - 1, cw + kw - 1, C is not None)
+            windows[..., kh - 1 :, kw - 1 :] = 0.0
+            blurred = blurred - _border_correction(windows, kernel)
+        sharp = _crops(sharp_t, picks, ch, cw, C is not None)
+        error = inverse_causal_conv2d(blurred, kernel) - sharp
+        loss = error[..., mr:, mc:].square().mean()
+
+        value = float(loss.detach())
+        losses.append(value)
+        good = math.isfinite(value)
+        if good:
+            optimizer.zero_grad()
+            loss.backward()
+            good = bool(torch.isfinite(kernel.grad).all())
+        if good:
+            optimizer.step()
+            with torch.no_grad():
+                floor = ANCHOR_FLOOR * kernel.abs().sum(dim=(-2, -1))
+                kernel[:, -1, -1] = sign * torch.maximum(
+                    sign * kernel[:, -1, -1], floor
+                )
+        if good and ((step + 1) % check_every == 0 or step + 1 == num_steps):
+            good = _is_stable(kernel.detach().to("cpu", torch.float64).numpy())
+            if good:
+                saved = (kernel.detach().clone(), copy.deepcopy(optimizer.state_dict()))
+        if not good:
+            rejected += 1
+            scale *= 0.5
+            with torch.no_grad():
+                kernel.copy_(saved[0])
+            optimizer.load_state_dict(copy.deepcopy(saved[1]))
+        if callback is not None:
+            callback(step + 1, value, _loss_psnr(value))
+
+    refined = kernel.detach().to("cpu", torch.float64).numpy()
+    if rejected and not _is_stable(refined):
+        refined = saved[0].to("cpu", torch.float64).numpy()
+    train_scores = _scores(items, train, lstsq, refined, device, dtype)
+    held_scores = _scores(held, tests, lstsq, refined, device, dtype)
+
+    def shaped(canon):
+        return _uncanonical(canon[0] if C is None else canon, anchor)
+
+    final, start_fit = shaped(refined), shaped(lstsq)
+    return FitResult(
+        kernel=final,
+        kernel_lstsq=start_fit,
+        anchor=anchor,
+        losses=losses,
+        train=train_scores,
+        holdout=held_scores,
+        stability=stability(Kernel(final, anchor)),
+        stability_lstsq=stability(Kernel(start_fit, anchor)),
+        rejected_steps=rejected,
+        final_lr=scale * lr,
+        notes=result_notes,
+    )
+
+
+def _loss_psnr(mse: float) -> float:
+    if not math.isfinite(mse):
+        return float("nan")
+    return 10.0 * math.log10(1.0 / mse) if mse > 0 else float("inf")
