@@ -47,7 +47,7 @@ IMAGE_PANEL = (4.0, 4.4)
 _MAX_LABELLED_TAPS = 81
 
 
-def figure_size(kind: str, panels: int) -> tuple[int, int]:
+def figure_size(kind: str, panels: int, rows: int = 1) -> tuple[int, int]:
     """Return the (width, height) in pixels of a picture.
 
     Parameters
@@ -55,20 +55,28 @@ def figure_size(kind: str, panels: int) -> tuple[int, int]:
     kind : {"kernel", "comparison", "fit"}
         Which function draws it.
     panels : int
-        Number of panels: kernel channels for "kernel" (``C * C`` for a
-        channel-mixing kernel, laid out as a square grid) and for "fit" (the
-        loss curve adds one), images for "comparison".
+        Number of panels: kernel planes for "kernel" and "fit" (the loss
+        curve adds one to "fit"), images for "comparison".
+    rows : int, default 1
+        Rows of kernel panels: ``C`` for a ``(C, C, kh, kw)`` kernel, which
+        :func:`plot_kernel` draws as a ``C x C`` grid; 1 otherwise.
 
     Returns
     -------
     size : (int, int)
         Width and height, as Pillow reports them.
+
+    Examples
+    --------
+    >>> figure_size("kernel", 3)
+    (1080, 340)
+    >>> figure_size("kernel", 9, rows=3)
+    (1080, 1020)
     """
     if kind == "comparison":
         cols, rows, (w, h) = panels, 1, IMAGE_PANEL
     elif kind == "kernel":
-        cols, rows = _grid(panels)
-        w, h = KERNEL_PANEL
+        cols, (w, h) = math.ceil(panels / rows), KERNEL_PANEL
     elif kind == "fit":
         cols, rows, (w, h) = panels + 1, 1, KERNEL_PANEL
     else:
@@ -92,9 +100,9 @@ def plot_kernel(
     Parameters
     ----------
     kernel : (kh, kw), (C, kh, kw) or (C, C, kh, kw) ndarray
-        Blur kernel (PSF) in deblur's convention; one panel per channel, a
-        ``C x C`` grid (rows: output, columns: input) for a channel-mixing
-        kernel.
+        Blur kernel (PSF) in deblur's convention; one panel per channel in a
+        row, a ``C x C`` grid (rows: output, columns: input) for a
+        channel-mixing kernel. See :func:`figure_size` for the pixel size.
     path : str or path-like
         The PNG file to write; its folder must exist.
     anchor : {"bottom-right", "bottom-left", "top-right", "top-left", "center"}
@@ -121,16 +129,15 @@ def plot_kernel(
     """
     planes, labels = _kernel_planes(kernel)
     anchor_tap = _anchor_tap(planes[0].shape, anchor)
-    cols, rows = _grid(len(planes))
+    rows = np.shape(kernel)[0] if np.ndim(kernel) == 4 else 1
+    cols = len(planes) // rows
     fig = Figure(figsize=(cols * KERNEL_PANEL[0], rows * KERNEL_PANEL[1]), dpi=DPI)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, plane, label in zip(axes, planes, labels):
         _draw_kernel(fig, ax, plane, anchor_tap, label)
-    for ax in axes[len(planes) :]:
-        ax.set_axis_off()
 
     fig.suptitle(_kernel_title(kernel, anchor, gain, title), fontsize=10)
-    fig.subplots_adjust(top=0.80 if rows == 1 else 0.88, hspace=0.45, wspace=0.35)
+    fig.subplots_adjust(top=1 - 0.2 / rows, hspace=0.35, wspace=0.35)
     _save(fig, path, overwrite)
 
 
@@ -242,14 +249,6 @@ def plot_fit(
     fig.suptitle(_kernel_title(kernel, anchor, gain, "fitted kernel"), fontsize=10)
     fig.subplots_adjust(top=0.78, bottom=0.14, wspace=0.55)
     _save(fig, path, overwrite)
-
-
-def _grid(panels: int) -> tuple[int, int]:
-    """Columns and rows: one row up to 4 panels, else a near-square grid."""
-    if panels <= 4:
-        return panels, 1
-    cols = math.ceil(math.sqrt(panels))
-    return cols, math.ceil(panels / cols)
 
 
 def _kernel_planes(kernel) -> tuple[list[np.ndarray], list[str]]:

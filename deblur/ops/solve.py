@@ -4,12 +4,14 @@
 any device; its backward pass is the same solver run anti-causally plus one
 correlation (Nagar & Varma 2025, section 4; DESIGN.md section 4):
 
-* ``grad_blurred = K^-T grad``: in the frame flipped in both spatial axes the
-  adjoint is again a causal solve.  For a depthwise kernel it uses the same
-  kernel array (the anti-causal correlation flips the kernel and flipping the
-  image flips it back); for a mixing kernel the channels are also reversed and
-  transposed, ``K'[d, e] = K[C-1-e, C-1-d]``, which keeps the anchor block
-  lower triangular.
+* ``grad_blurred = K^-T grad`` (``deblur::causal_solve_transpose``): in the
+  frame flipped in both spatial axes the adjoint is again a causal solve.  For
+  a depthwise kernel it uses the same kernel array (the anti-causal
+  correlation flips the kernel and flipping the image flips it back); for a
+  mixing kernel the channels are also reversed and transposed,
+  ``K'[d, e] = K[C-1-e, C-1-d]``, which keeps the anchor block lower
+  triangular.  The CPU solver walks the image from the bottom-right corner
+  instead of copying it into that frame; other backends flip.
 * ``grad_kernel[a, b] = - sum_ij grad_blurred[i, j] * x_pad[i + a, j + b]``,
   with ``x_pad`` the solution padded by ``kh-1`` rows on top and ``kw-1``
   columns on the left, summed over the planes that share the kernel.
@@ -23,7 +25,12 @@ from torch import Tensor
 from . import backends
 from .forms import classify_kernel, flip_dims, to_canonical
 
-__all__ = ["inverse_causal_conv2d", "causal_solve", "check_invertible"]
+__all__ = [
+    "inverse_causal_conv2d",
+    "causal_solve",
+    "causal_solve_transpose",
+    "check_invertible",
+]
 
 
 def _solve(blurred: Tensor, kernel: Tensor) -> Tensor:
@@ -76,6 +83,33 @@ def _adjoint_kernel(kernel: Tensor) -> Tensor:
     return kernel.flip(0, 1).transpose(0, 1).contiguous()
 
 
+@torch.library.custom_op("deblur::causal_solve_transpose", mutates_args=())
+def causal_solve_transpose(grad: Tensor, kernel: Tensor) -> Tensor:
+    """Solve the adjoint system ``K^T g = grad`` for ``g`` (an anti-causal solve).
+
+    Same arguments as :func:`causal_solve`; this is its backward pass.
+    """
+    B, C, H, W = grad.shape
+    if backends.backend_for(grad.device) == "numba":
+        from . import _numba
+
+        g = grad.detach().contiguous().numpy()
+        k = kernel.detach().contiguous().numpy()
+        if kernel.dim() == 3:
+            out = _numba.solve_depthwise(g.reshape(B * C, H, W), k, transpose=True)
+        else:
+            out = _numba.solve_mixing(g, k, transpose=True)
+        return torch.from_numpy(out.reshape(B, C, H, W))
+    flip = (-2, -1) if kernel.dim() == 3 else (-3, -2, -1)
+    solved = _solve(grad.flip(flip).contiguous(), _adjoint_kernel(kernel))
+    return solved.flip(flip).to(grad.device)
+
+
+@causal_solve_transpose.register_fake
+def _(grad: Tensor, kernel: Tensor) -> Tensor:
+    return torch.empty_like(grad, memory_format=torch.contiguous_format)
+
+
 def _setup_context(ctx, inputs, output):
     _, kernel = inputs
     ctx.save_for_backward(kernel, output)
@@ -83,17 +117,28 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     kernel, solution = ctx.saved_tensors
-    flip = (-2, -1) if kernel.dim() == 3 else (-3, -2, -1)
-    grad_blurred = causal_solve(
-        grad.flip(flip).contiguous(), _adjoint_kernel(kernel)
-    ).flip(flip)
+    grad_blurred = causal_solve_transpose(grad, kernel)
     grad_kernel = None
     if ctx.needs_input_grad[1]:
-        grad_kernel = causal_kernel_grad(grad_blurred.contiguous(), solution, kernel)
+        grad_kernel = causal_kernel_grad(grad_blurred, solution, kernel)
     return grad_blurred, grad_kernel
 
 
+def _backward_transpose(ctx, grad):
+    # g = K^-T r:  dg = K^-1 applied to the upstream gradient, and the kernel
+    # gradient is the same correlation as the forward op's, with roles swapped
+    kernel, solution = ctx.saved_tensors
+    grad_rhs = causal_solve(grad, kernel)
+    grad_kernel = None
+    if ctx.needs_input_grad[1]:
+        grad_kernel = causal_kernel_grad(solution, grad_rhs, kernel)
+    return grad_rhs, grad_kernel
+
+
 causal_solve.register_autograd(_backward, setup_context=_setup_context)
+causal_solve_transpose.register_autograd(
+    _backward_transpose, setup_context=_setup_context
+)
 
 
 def check_invertible(kernel: Tensor) -> None:
