@@ -137,7 +137,7 @@ def plot_kernel(
         _draw_kernel(fig, ax, plane, anchor_tap, label)
 
     fig.suptitle(_kernel_title(kernel, anchor, gain, title), fontsize=10)
-    fig.subplots_adjust(top=1 - 0.2 / rows, hspace=0.35, wspace=0.35)
+    fig.subplots_adjust(top=1 - 0.2 / rows, bottom=0.11 / rows, hspace=0.35, wspace=0.35)
     _save(fig, path, overwrite)
 
 

@@ -9,5 +9,6 @@ from ._app import app
 from . import restore  # noqa: E402,F401
 from . import blur  # noqa: E402,F401
 from . import kernel  # noqa: E402,F401
+from . import compare  # noqa: E402,F401
 
 __all__ = ["app"]

@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "DEBLUR_BACKEND=wavefront to use the torch-ops solver"
     ) from exc
 
-__all__ = ["solve_depthwise", "solve_mixing"]
+__all__ = ["INTERPRETED", "solve_depthwise", "solve_mixing"]
 
 _MAX_BLOCK_SIZE = 1024
 
@@ -137,6 +137,11 @@ def _mixing_kernel(
         tl.debug_barrier()
 
 
+#: Whether the kernels above were decorated under ``TRITON_INTERPRET=1`` and so
+#: run on CPU tensors (through numpy) instead of compiling for a GPU.
+INTERPRETED = not isinstance(_depthwise_kernel, triton.runtime.jit.JITFunction)
+
+
 def _block_size(height: int, width: int, block_size: int | None) -> int:
     """Power of two covering the longest diagonal, ``min(H, W)``, up to a cap."""
     if block_size is not None:
@@ -154,11 +159,12 @@ def _launch_options(block_size: int) -> dict:
 def _check(y: Tensor, kernel: Tensor, name: str) -> None:
     if y.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{name} solves float32 or float64, got {y.dtype}")
-    if y.device.type == "cpu" and not triton.knobs.runtime.interpret:
+    if y.device.type == "cpu" and not INTERPRETED:
         raise RuntimeError(
             f"{name} got a CPU tensor, but Triton runs on the CPU only under its "
-            "interpreter; set TRITON_INTERPRET=1 before importing deblur, or "
-            "use DEBLUR_BACKEND=wavefront (or numba) for CPU tensors"
+            "interpreter, which was off when deblur.ops._triton was imported; "
+            "set TRITON_INTERPRET=1 before importing deblur, or use "
+            "DEBLUR_BACKEND=numba (or wavefront) for CPU tensors"
         )
 
 
