@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEBLUR := $(VENV)/bin/deblur
 
-.PHONY: install test demo samples bench clean
+.PHONY: install test demo samples figures bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,3 +51,16 @@ samples: install
 	  $(DEBLUR) blur $(SAMPLES)/sharp/astronaut.png $(SAMPLES)/sharp/coffee.png $(SAMPLES)/sharp/chelsea.png \
 	    --kernel $(SAMPLES)/kernels/per_channel.npy --bit-depth $$d \
 	    --out $(SAMPLES)/blurred/per_channel/$${d}bit --overwrite || exit 1; done
+	$(DEBLUR) blur $(SAMPLES)/sharp/camera.png $(SAMPLES)/sharp/chelsea.png \
+	  --kernel $(SAMPLES)/kernels/centred_gaussian.npy --bit-depth 8 \
+	  --out $(SAMPLES)/blurred/centred_gaussian/8bit --overwrite
+
+# The pictures the README shows, made by deblur itself.
+figures: install
+	$(DEBLUR) compare $(SAMPLES)/blurred/corner_gaussian/8bit/camera.png \
+	  --kernel $(SAMPLES)/kernels/corner_gaussian.npy --reference $(SAMPLES)/sharp \
+	  --out $(SAMPLES)/figures/corner_gaussian_8bit --overwrite
+	$(DEBLUR) compare $(SAMPLES)/blurred/centred_gaussian/8bit/chelsea.png \
+	  --kernel $(SAMPLES)/kernels/centred_gaussian.npy --reference $(SAMPLES)/sharp \
+	  --out $(SAMPLES)/figures/centred_gaussian_8bit --overwrite
+	$(DEBLUR) kernel show $(SAMPLES)/kernels/corner_gaussian.npy --plot $(SAMPLES)/figures/corner_gaussian_kernel.png

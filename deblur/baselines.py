@@ -16,17 +16,20 @@ in a zero array of odd size whose centre is the anchor tap.
 
 Examples
 --------
-An impulse blurred by a causal kernel comes back on its own pixel:
+An impulse blurred by a causal kernel whose largest tap is the top-left one
+peaks one pixel down and right; restored, it is back on its own pixel:
 
 >>> import torch
 >>> from deblur import causal_conv2d
 >>> x = np.zeros((9, 9, 1)); x[4, 4, 0] = 1.0
->>> k = np.array([[0.1, 0.1], [0.1, 0.7]])
+>>> k = np.array([[0.5, 0.1], [0.1, 0.3]])
 >>> y = causal_conv2d(torch.from_numpy(x).permute(2, 0, 1)[None],
 ...                   torch.from_numpy(k))[0].permute(1, 2, 0).numpy()
+>>> [int(i) for i in np.unravel_index(y.argmax(), y.shape)]
+[5, 5, 0]
 >>> restored, used = deconvolve(y, k, "wiener", balance=1e-6)
->>> np.unravel_index(restored.argmax(), restored.shape)[:2]
-(4, 4)
+>>> [int(i) for i in np.unravel_index(restored.argmax(), restored.shape)]
+[4, 4, 0]
 """
 
 from __future__ import annotations
@@ -227,9 +230,7 @@ def default_balance(
     balance = sigma**2 / max(var, sigma**2)
 
     shape = image.shape[:2] if shape is None else shape
-    kernels = np.asarray(kernel, dtype=np.float64).reshape(
-        -1, *np.shape(kernel)[-2:]
-    )
+    kernels = np.asarray(kernel, dtype=np.float64).reshape(-1, *np.shape(kernel)[-2:])
     for k in kernels:
         balance = max(balance, _balance_for_gain(k, anchor, shape, _MAX_NOISE_GAIN))
     return balance, sigma
@@ -307,11 +308,11 @@ def deconvolve(
         counts out-of-range values).
     used_params : dict
         ``method``, ``anchor`` and every parameter with the value used,
-        defaults included: ``balance`` (with the ``noise_sigma`` it came
-        from when derived) and the filter's ``noise_gain``
-        (:func:`wiener_noise_gain`) for Wiener, ``num_iter`` (the sampler's iterations, the most over
-        the channels) for the unsupervised Wiener, ``kernel_sum`` for
-        Richardson-Lucy.
+        defaults included: for Wiener ``balance`` (with the ``noise_sigma``
+        it came from when derived) and the filter's ``noise_gain``
+        (:func:`wiener_noise_gain`); for the unsupervised Wiener
+        ``num_iter``, the sampler's iterations (the most over the channels);
+        for Richardson-Lucy ``kernel_sum``.
 
     Raises
     ------
@@ -345,14 +346,20 @@ def deconvolve(
     The Wiener filters work in the Fourier domain and so assume a periodic
     image: the blur of the bottom rows wraps onto the top ones, and the
     restored image rings near the edges. With ``boundary="zero"`` the image
-    is padded with zeros on the sides the blur spills over, twice the
-    kernel's reach, which matches deblur's operator exactly up to the
-    truncated spill (on ``camera()`` blurred by a 5x5 causal Gaussian and
-    stored as 8-bit: 44.5 dB, against 35 dB mirrored and 28 dB periodic).
+    is padded with zeros on the sides the blur spills over, by twice the
+    kernel's reach there, which leaves the near sides exactly as deblur's
+    operator has them (zero) and lets the wrap-around land in the padding.
     Richardson-Lucy already takes the image as zero outside, but without a
-    normalisation at the frame it darkens the last rows and columns (28 dB
-    on the same image); ``boundary="zero"`` pads those spill sides by edge
-    replication instead (40 dB).
+    normalisation at the frame it darkens the last rows and columns;
+    ``boundary="zero"`` pads its spill sides by edge replication instead.
+    On ``skimage.data.camera()`` blurred by a 5x5 causal Gaussian (sigma
+    1.2) and stored as 8-bit (26.9 dB), PSNR with ``"zero"``, ``"symmetric"``
+    and ``"none"``: Wiener 44.5, 34.9 and 29.0 dB; unsupervised Wiener 41.8,
+    34.6 and 29.1 dB; Richardson-Lucy 40.3, 33.9 and 28.0 dB. For a photo
+    blurred by real optics (no black frame), ``"symmetric"`` is the better
+    guess: for a 5x5 centred Gaussian blur of ``camera()`` with mirrored
+    edges (28.8 dB), Wiener gives 31.9 dB with it against 21.9 dB with
+    ``"zero"``.
     """
     image, kernels, anchor = _check_inputs(image, kernel, method, anchor)
     used = _resolve_params(method, params)
@@ -372,9 +379,7 @@ def deconvolve(
         used["noise_gain"] = max(
             wiener_noise_gain(k, used["balance"], shape, anchor) for k in kernels
         )
-        planes = [
-            _wiener(image[..., c], kernels[c], anchor, used) for c in range(C)
-        ]
+        planes = [_wiener(image[..., c], kernels[c], anchor, used) for c in range(C)]
     elif method == "unsupervised-wiener":
         results = [
             _unsupervised(image[..., c], kernels[c], anchor, used) for c in range(C)
@@ -385,8 +390,7 @@ def deconvolve(
         used["kernel_sum"] = _check_rl_kernels(kernels)
         image = np.maximum(image, 0.0)
         planes = [
-            _richardson_lucy(image[..., c], kernels[c], anchor, used)
-            for c in range(C)
+            _richardson_lucy(image[..., c], kernels[c], anchor, used) for c in range(C)
         ]
 
     restored = np.stack(planes, axis=-1)
@@ -510,8 +514,7 @@ def _resolve_params(method: str, params: Mapping[str, object]) -> dict:
     used = {**defaults, **params}
     if used["boundary"] not in BOUNDARIES:
         raise ValueError(
-            f"boundary must be one of {', '.join(BOUNDARIES)}, "
-            f"got {used['boundary']!r}"
+            f"boundary must be one of {', '.join(BOUNDARIES)}, got {used['boundary']!r}"
         )
     if method == "wiener" and used["balance"] is not None:
         balance = float(used["balance"])
@@ -550,8 +553,7 @@ def _check_inputs(
         )
     if image.ndim not in (2, 3) or min(image.shape[:2]) == 0:
         raise ValueError(
-            f"image must be (H, W, C) or (H, W) and not empty, got shape "
-            f"{image.shape}"
+            f"image must be (H, W, C) or (H, W) and not empty, got shape {image.shape}"
         )
     image = image.astype(np.float64)
     if not np.isfinite(image).all():

@@ -45,9 +45,14 @@ __all__ = [
 
 INITS = ("lstsq", "identity")
 BORDERS = ("sharp", "zero")
+OPTIMIZERS = ("lbfgs", "adam")
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 1e-3}
 
 #: the anchor tap may not shrink below this share of the taps' absolute sum
 ANCHOR_FLOOR = 0.05
+
+#: most loss evaluations of one L-BFGS line search
+_LINE_SEARCH_EVALS = 20
 
 #: gather at most this many numbers of patches at once in the normal equations
 _STRIP_NUMBERS = 1 << 21
@@ -102,6 +107,11 @@ class FitResult:
     rejected_steps : int
         Steps undone because they made the kernel unstable or the loss
         non-finite (each halves the learning rate).
+    final_lr : float
+        The learning rate after those halvings.
+    settings : dict
+        The options the fit ran with (crop as used, margin as rows and
+        columns), for the report.
     notes : list of str
         What the fit changed on its own (for example a start from the identity
         because the least-squares kernel was unstable).
@@ -117,6 +127,7 @@ class FitResult:
     stability_lstsq: Stability | None = None
     rejected_steps: int = 0
     final_lr: float = 0.0
+    settings: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def as_kernel(self) -> Kernel:
@@ -424,15 +435,26 @@ def _crops(
 def _border_correction(windows: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """What the sharp pixels above and left of each crop add to its blurred pixels.
 
-    ``windows`` are the sharp crops with ``kh - 1`` rows above and ``kw - 1``
-    columns left of them (zero outside the image), their interior zeroed:
-    their blur is exactly the part of the blurred crop that the inverse of
-    the crop alone cannot explain.
+    ``windows`` are the sharp crops ``(B, C, h + kh - 1, w + kw - 1)`` with the
+    ``kh - 1`` rows above and ``kw - 1`` columns left of them (zero outside the
+    image), their interior zeroed: their blur is the part of the blurred crop
+    that the inverse of the crop alone cannot explain.  It is non-zero on the
+    crop's first ``kh - 1`` rows and ``kw - 1`` columns only, so only those
+    two strips are convolved.
     """
     kh, kw = kernel.shape[-2:]
-    C = windows.shape[1]
+    B, C, Hw, Ww = windows.shape
+    h, w = Hw - kh + 1, Ww - kw + 1
     weight = kernel.expand(C, kh, kw).unsqueeze(1)
-    return F.conv2d(windows, weight, groups=C)
+    parts = []
+    if kh > 1:
+        parts.append(F.conv2d(windows[..., : 2 * (kh - 1), :], weight, groups=C))
+    if kw > 1:
+        left = F.conv2d(windows[..., kh - 1 :, : 2 * (kw - 1)], weight, groups=C)
+        parts.append(F.pad(left, (0, w - (kw - 1))))
+    else:
+        parts.append(windows.new_zeros(B, C, h - (kh - 1), w))
+    return torch.cat(parts, dim=-2)
 
 
 def _psnr(sharp: np.ndarray, image: np.ndarray) -> float:
@@ -467,22 +489,35 @@ def _scores(items, canon_pairs, lstsq, refined, device, dtype) -> list[PairScore
     return scores
 
 
+def _optimizer(name: str, kernel: torch.Tensor, lr: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam([kernel], lr=lr)
+    # one iteration per step() call, the curvature history kept in its state;
+    # max_eval bounds the line search's evaluations within that iteration
+    return torch.optim.LBFGS(
+        [kernel], lr=lr, max_iter=1, max_eval=1 + _LINE_SEARCH_EVALS, history_size=10,
+        line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-14,
+    )
+
+
 def fit_kernel(
     pairs: Sequence,
     kernel_size: int | tuple[int, int],
     *,
     per_channel: bool = False,
     anchor: str = "bottom-right",
-    num_steps: int = 200,
-    lr: float = 1e-3,
+    num_steps: int = 100,
+    lr: float | None = None,
     crop: int = 64,
-    batch: int = 8,
+    batch: int = 16,
     margin: int | tuple[int, int] | None = None,
     init: str = "lstsq",
+    optimizer: str = "lbfgs",
     seed: int = 0,
     device: str | torch.device = "cpu",
     holdout: Sequence = (),
     border: str = "sharp",
+    resample_every: int | None = None,
     check_every: int = 10,
     dtype: torch.dtype | None = None,
     callback: Callable[[int, float, float], None] | None = None,
@@ -498,19 +533,21 @@ def fit_kernel(
         Learn ``(C, kh, kw)``, one kernel per channel, instead of ``(kh, kw)``.
     anchor : {"bottom-right", "bottom-left", "top-right", "top-left"}
     num_steps : int
-        Adam steps; 0 keeps the starting kernel.
-    lr : float
-        Peak learning rate (kernel taps per step); it follows a cosine decay
-        to zero over ``num_steps``.
+        Optimiser steps (L-BFGS iterations or Adam steps); 0 keeps the start.
+    lr : float, optional
+        L-BFGS: the first trial step of each line search (default 1).  Adam:
+        the peak learning rate in kernel taps per step (default 1e-3), with a
+        cosine decay to zero over ``num_steps``.
     crop : int
         Side of the random square crops (shortened to fit small images).
     batch : int
-        Crops per step, drawn from random training pairs.
+        Crops per batch, drawn from random training pairs.
     margin : int or (rows, cols), optional
         Rows and columns on the anchor's side of each crop that the loss
         leaves out.  Default: the kernel size.
     init : {"lstsq", "identity"}
         Start from :func:`lstsq_kernel` or from the identity (a lone anchor).
+    optimizer : {"lbfgs", "adam"}
     seed : int
         Seed of the crop positions; the same seed gives the same kernel.
     device : str or torch.device
@@ -522,7 +559,12 @@ def fit_kernel(
         subtracts what the sharp pixels there add to the crop's blurred pixels
         (exact under the model, so the loss is zero at the true kernel of
         noise-free pairs); ``"zero"`` treats them as zero and relies on the
-        margin alone.
+        margin alone, which biases the fit by the tail of the inverse's
+        impulse response.
+    resample_every : int, optional
+        Steps on one batch of crops before a new one is drawn.  Default 10 for
+        L-BFGS (which restarts its curvature history on each batch), 1 for
+        Adam.
     check_every : int
         Steps between stability checks of the kernel being learnt.
     dtype : torch.dtype, optional
@@ -544,33 +586,54 @@ def fit_kernel(
     Notes
     -----
     The loss is the mean squared error between ``inverse_causal_conv2d`` of
-    each blurred crop and the sharp crop, outside the margin.  Adam was chosen
-    over L-BFGS because the crops change every step, which breaks L-BFGS's
-    curvature pairs; the cosine decay removes Adam's jitter at the end, so a
-    start that is already optimal stays put.  Two guards keep the kernel
-    invertible and stable: after each step the anchor is held at or above
-    ``ANCHOR_FLOOR`` times the taps' absolute sum, with its sign kept; every
-    ``check_every`` steps the kernel's stability is checked (at once when the
-    anchor dominates the other taps, else with
-    :func:`deblur.kernel.stability`), and a kernel that turned unstable, or a
-    non-finite loss, reverts the kernel and the optimiser to the last checked
-    state and halves the learning rate.
+    each blurred crop and the sharp crop, outside the margin.  It is badly
+    conditioned: the kernel's sum (the image's brightness) is pinned hard,
+    the shape of its tail loosely.  L-BFGS copes with that and is the
+    default; from the identity on noise-free pairs it reaches the true kernel
+    where Adam, which rescales each tap but not the directions that mix
+    them, stalls far from it.  Adam's small steps still do well when the
+    start is already close, as the least-squares kernel is.
+
+    Two guards keep the kernel invertible and stable: after each step the
+    anchor is held at or above ``ANCHOR_FLOOR`` times the taps' absolute sum,
+    with its sign kept; every ``check_every`` steps the kernel's stability is
+    checked (at once when the anchor dominates the other taps, else with
+    :func:`deblur.kernel.stability`).  A kernel that turned unstable, or a
+    non-finite loss, goes back to the last kernel that passed a check, the
+    optimiser restarts and the learning rate halves.
 
     The restored images are clipped to [0, 1] before they are scored; PSNRs
     use ``data_range`` 1 (the same number as on the 0-255 scale).
+
+    Examples
+    --------
+    >>> from deblur.kernel import make_kernel
+    >>> from deblur.ops import causal_conv2d
+    >>> k = make_kernel("diagonal", 3).weights
+    >>> sharp = np.random.default_rng(0).random((48, 48))
+    >>> blurred = causal_conv2d(torch.from_numpy(sharp)[None, None],
+    ...                         torch.from_numpy(k))[0, 0].numpy()
+    >>> result = fit_kernel([(blurred, sharp)], 3, num_steps=5, crop=32)
+    >>> bool(np.abs(result.kernel - k).max() < 1e-9)
+    True
     """
     check_anchor(anchor)
     kh, kw = _kernel_size(kernel_size)
     mr, mc = _margin(margin, kh, kw)
-    if init not in INITS:
-        raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
-    if border not in BORDERS:
-        raise ValueError(f"border must be one of {', '.join(BORDERS)}, got {border!r}")
-    if num_steps < 0 or batch < 1 or check_every < 1:
+    for name, value, choices in (
+        ("init", init, INITS), ("border", border, BORDERS),
+        ("optimizer", optimizer, OPTIMIZERS),
+    ):
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    every = resample_every or (10 if optimizer == "lbfgs" else 1)
+    if num_steps < 0 or min(batch, check_every, every, crop) < 1:
         raise ValueError(
-            f"num_steps must be >= 0 and batch, check_every >= 1, got "
-            f"num_steps={num_steps}, batch={batch}, check_every={check_every}"
+            "num_steps must be >= 0 and crop, batch, check_every, resample_every "
+            f">= 1, got num_steps={num_steps}, crop={crop}, batch={batch}, "
+            f"check_every={check_every}, resample_every={every}"
         )
+    lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive number, got {lr}")
     items = [_as_pair(p, i) for i, p in enumerate(pairs)]
@@ -587,10 +650,10 @@ def fit_kernel(
     tests = [(_planes(p.sharp, anchor), _planes(p.blurred, anchor)) for p in held]
     lstsq = _lstsq_canonical(train, C, kh, kw, mr, mc)
     lstsq = lstsq[None] if C is None else lstsq
-    result_notes = []
+    notes = []
     start = lstsq if init == "lstsq" else _identity(lstsq.shape[0], kh, kw)
     if not _is_stable(start):
-        result_notes.append(
+        notes.append(
             "the least-squares kernel is unstable for the exact inverse; the "
             "descent started from the identity"
         )
@@ -607,72 +670,91 @@ def fit_kernel(
     sharp_t = [torch.from_numpy(x).to(device, dtype) for x, _ in train]
     blurred_t = [torch.from_numpy(y).to(device, dtype) for _, y in train]
     sharp_pad = [F.pad(x, (kw - 1, 0, kh - 1, 0)) for x in sharp_t]
+    by_channel = C is not None
 
-    kernel = torch.tensor(start, dtype=dtype, device=device, requires_grad=True)
-    sign = torch.sign(kernel.detach()[:, -1, -1])
-    optimizer = torch.optim.Adam([kernel], lr=lr)
-    rng = np.random.default_rng(seed)
-    scale = 1.0
-    rejected = 0
-    losses: list[float] = []
-    saved = (kernel.detach().clone(), copy.deepcopy(optimizer.state_dict()))
-
-    for step in range(num_steps):
-        lr_now = scale * lr * 0.5 * (1.0 + math.cos(math.pi * step / num_steps))
-        for group in optimizer.param_groups:
-            group["lr"] = lr_now
-
-        # a batch of crops, one solve for all of them
+    def draw(rng):
         picks = []
         for n in rng.integers(len(train), size=batch).tolist():
             H, W = sharp_t[n].shape[1:]
             picks.append((n, int(rng.integers(H - ch + 1)), int(rng.integers(W - cw + 1))))
-        blurred = _crops(blurred_t, picks, ch, cw, C is not None)
+        blurred = _crops(blurred_t, picks, ch, cw, by_channel)
+        sharp = _crops(sharp_t, picks, ch, cw, by_channel)
+        windows = None
         if border == "sharp":
-            windows = _crops(sharp_pad, picks, ch + kh - 1, cw + kw - 1, C is not None)
+            windows = _crops(sharp_pad, picks, ch + kh - 1, cw + kw - 1, by_channel)
             windows[..., kh - 1 :, kw - 1 :] = 0.0
-            blurred = blurred - _border_correction(windows, kernel)
-        sharp = _crops(sharp_t, picks, ch, cw, C is not None)
-        error = inverse_causal_conv2d(blurred, kernel) - sharp
-        loss = error[..., mr:, mc:].square().mean()
+        return blurred, sharp, windows
 
-        value = float(loss.detach())
-        losses.append(value)
-        good = math.isfinite(value)
-        if good:
-            optimizer.zero_grad()
+    def crop_loss(kernel, blurred, sharp, windows):
+        if windows is not None:
+            blurred = blurred - _border_correction(windows, kernel)
+        error = inverse_causal_conv2d(blurred, kernel) - sharp
+        return error[..., mr:, mc:].square().mean()
+
+    # the descent
+    kernel = torch.tensor(start, dtype=dtype, device=device, requires_grad=True)
+    sign = torch.sign(kernel.detach()[:, -1, -1])
+    rng = np.random.default_rng(seed)
+    last_good = kernel.detach().clone()
+    losses: list[float] = []
+    scale, rejected, opt = 1.0, 0, None
+    for step in range(num_steps):
+        if step % every == 0:
+            data = draw(rng)
+            if optimizer == "lbfgs":
+                opt = None  # a new objective: drop the curvature history
+        if opt is None:
+            opt = _optimizer(optimizer, kernel, scale * lr)
+        if optimizer == "adam":
+            cosine = 0.5 * (1.0 + math.cos(math.pi * step / num_steps))
+            opt.param_groups[0]["lr"] = scale * lr * cosine
+
+        def closure():
+            opt.zero_grad()
+            loss = crop_loss(kernel, *data)
             loss.backward()
-            good = bool(torch.isfinite(kernel.grad).all())
+            return loss
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            value = float(opt.step(closure).detach())
+        losses.append(value)
+
+        # keep the kernel invertible and stable
+        good = math.isfinite(value) and bool(torch.isfinite(kernel).all())
         if good:
-            optimizer.step()
             with torch.no_grad():
                 floor = ANCHOR_FLOOR * kernel.abs().sum(dim=(-2, -1))
-                kernel[:, -1, -1] = sign * torch.maximum(
-                    sign * kernel[:, -1, -1], floor
-                )
+                held_up = sign * kernel[:, -1, -1] < floor
+                if bool(held_up.any()):
+                    kernel[:, -1, -1] = torch.where(held_up, sign * floor, kernel[:, -1, -1])
+                    opt = None if optimizer == "lbfgs" else opt
         if good and ((step + 1) % check_every == 0 or step + 1 == num_steps):
             good = _is_stable(kernel.detach().to("cpu", torch.float64).numpy())
             if good:
-                saved = (kernel.detach().clone(), copy.deepcopy(optimizer.state_dict()))
+                last_good = kernel.detach().clone()
         if not good:
             rejected += 1
             scale *= 0.5
             with torch.no_grad():
-                kernel.copy_(saved[0])
-            optimizer.load_state_dict(copy.deepcopy(saved[1]))
+                kernel.copy_(last_good)
+            opt = None
         if callback is not None:
             callback(step + 1, value, _loss_psnr(value))
 
-    refined = kernel.detach().to("cpu", torch.float64).numpy()
-    if rejected and not _is_stable(refined):
-        refined = saved[0].to("cpu", torch.float64).numpy()
+    # scores on whole images, in the user's frame
+    refined = last_good.to("cpu", torch.float64).numpy()
     train_scores = _scores(items, train, lstsq, refined, device, dtype)
     held_scores = _scores(held, tests, lstsq, refined, device, dtype)
-
-    def shaped(canon):
-        return _uncanonical(canon[0] if C is None else canon, anchor)
-
-    final, start_fit = shaped(refined), shaped(lstsq)
+    final = _uncanonical(refined[0] if C is None else refined, anchor)
+    start_fit = _uncanonical(lstsq[0] if C is None else lstsq, anchor)
+    settings = {
+        "kernel_size": [kh, kw], "per_channel": per_channel, "anchor": anchor,
+        "num_steps": num_steps, "lr": lr, "crop": [ch, cw], "batch": batch,
+        "margin": [mr, mc], "init": init, "optimizer": optimizer, "seed": seed,
+        "border": border, "resample_every": every, "dtype": str(dtype),
+        "device": str(device),
+    }
     return FitResult(
         kernel=final,
         kernel_lstsq=start_fit,
@@ -684,7 +766,8 @@ def fit_kernel(
         stability_lstsq=stability(Kernel(start_fit, anchor)),
         rejected_steps=rejected,
         final_lr=scale * lr,
-        notes=result_notes,
+        settings=settings,
+        notes=notes,
     )
 
 

@@ -80,9 +80,7 @@ def figure_size(kind: str, panels: int, rows: int = 1) -> tuple[int, int]:
     elif kind == "fit":
         cols, rows, (w, h) = panels + 1, 1, KERNEL_PANEL
     else:
-        raise ValueError(
-            f"kind must be 'kernel', 'comparison' or 'fit', got {kind!r}"
-        )
+        raise ValueError(f"kind must be 'kernel', 'comparison' or 'fit', got {kind!r}")
     return round(cols * w * DPI), round(rows * h * DPI)
 
 
@@ -133,11 +131,13 @@ def plot_kernel(
     cols = len(planes) // rows
     fig = Figure(figsize=(cols * KERNEL_PANEL[0], rows * KERNEL_PANEL[1]), dpi=DPI)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, plane, label in zip(axes, planes, labels):
+    for ax, plane, label in zip(axes, planes, labels, strict=True):
         _draw_kernel(fig, ax, plane, anchor_tap, label)
 
     fig.suptitle(_kernel_title(kernel, anchor, gain, title), fontsize=10)
-    fig.subplots_adjust(top=1 - 0.2 / rows, bottom=0.11 / rows, hspace=0.35, wspace=0.35)
+    fig.subplots_adjust(
+        top=1 - 0.2 / rows, bottom=0.11 / rows, hspace=0.35, wspace=0.35
+    )
     _save(fig, path, overwrite)
 
 
@@ -177,7 +177,7 @@ def plot_comparison(
     items = _check_panels(panels)
     fig = Figure(figsize=(len(items) * IMAGE_PANEL[0], IMAGE_PANEL[1]), dpi=DPI)
     axes = fig.subplots(1, len(items), squeeze=False)[0]
-    for ax, (label, image) in zip(axes, items):
+    for ax, (label, image) in zip(axes, items, strict=True):
         if image.shape[2] == 1:
             ax.imshow(image[:, :, 0], cmap="gray", vmin=0.0, vmax=1.0)
         else:
@@ -242,7 +242,7 @@ def plot_fit(
         figsize=((len(planes) + 1) * KERNEL_PANEL[0], KERNEL_PANEL[1]), dpi=DPI
     )
     axes = fig.subplots(1, len(planes) + 1, squeeze=False)[0]
-    for ax, plane, label in zip(axes, planes, labels):
+    for ax, plane, label in zip(axes[:-1], planes, labels, strict=True):
         _draw_kernel(fig, ax, plane, anchor_tap, label)
     _draw_losses(axes[-1], losses)
 
@@ -272,7 +272,7 @@ def _kernel_planes(kernel) -> tuple[list[np.ndarray], list[str]]:
 
 
 def _anchor_tap(kernel_size: tuple[int, int], anchor: str) -> tuple[int, int]:
-    """(row, column) of the anchor tap, as in :func:`deblur.baselines.psf_from_kernel`."""
+    """(row, column) of the anchor tap, as :func:`~deblur.baselines.psf_from_kernel`."""
     if anchor not in BASELINE_ANCHORS:
         raise ValueError(
             f"anchor must be one of {', '.join(BASELINE_ANCHORS)}, got {anchor!r}"
@@ -296,10 +296,7 @@ def _kernel_title(kernel, anchor: str, gain: float | None, title: str | None) ->
     sum_text = ", ".join(f"{s:.4g}" for s in sums)
     gain_text = "not given" if gain is None else f"{gain:.3g}"
     first = title or "kernel"
-    return (
-        f"{first}: {kh}x{kw}, anchor {anchor}\n"
-        f"sum {sum_text}   gain {gain_text}"
-    )
+    return f"{first}: {kh}x{kw}, anchor {anchor}\nsum {sum_text}   gain {gain_text}"
 
 
 def _draw_kernel(fig, ax, plane: np.ndarray, anchor_tap, label: str) -> None:
@@ -327,8 +324,15 @@ def _draw_kernel(fig, ax, plane: np.ndarray, anchor_tap, label: str) -> None:
                 colour = "black" if shade > 0.6 else "white"
             else:
                 colour = "white" if abs(shade - 0.5) > 0.35 else "black"
-            ax.text(j, i, _tap_text(value, peak), ha="center", va="center",
-                    fontsize=size, color=colour)
+            ax.text(
+                j,
+                i,
+                _tap_text(value, peak),
+                ha="center",
+                va="center",
+                fontsize=size,
+                color=colour,
+            )
     ax.set_xticks(range(kw))
     ax.set_yticks(range(kh))
     ax.tick_params(labelsize=7)
@@ -347,13 +351,24 @@ def _tap_text(value: float, peak: float) -> str:
 
 def _draw_losses(ax, losses: np.ndarray) -> None:
     if losses.size == 0:
-        ax.text(0.5, 0.5, "no optimiser steps", ha="center", va="center",
-                transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "no optimiser steps",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
         ax.set_axis_off()
         return
     steps = np.arange(1, losses.size + 1)
-    ax.plot(steps, losses, color="tab:blue", linewidth=1.2, marker="." if
-            losses.size < 30 else None)
+    ax.plot(
+        steps,
+        losses,
+        color="tab:blue",
+        linewidth=1.2,
+        marker="." if losses.size < 30 else None,
+    )
     if (losses > 0).all():
         ax.set_yscale("log")
         ax.set_ylabel("loss (log scale)", fontsize=8)
@@ -369,7 +384,8 @@ def _check_panels(panels) -> list[tuple[str, np.ndarray]]:
     """Validate (label, image) pairs; return (H, W, C) float images."""
     if isinstance(panels, (str, bytes)) or not isinstance(panels, Sequence):
         raise TypeError(
-            f"panels must be a list of (label, image) pairs, got {type(panels).__name__}"
+            "panels must be a list of (label, image) pairs, "
+            f"got {type(panels).__name__}"
         )
     if len(panels) == 0:
         raise ValueError("panels is empty; give at least one (label, image) pair")

@@ -27,7 +27,9 @@ RESULT_FIELDS = (
     "data_range",
     "clipped",
     "seconds",
+    "solve_seconds",
     "error",
+    "reference_error",
     "notes",
 )
 

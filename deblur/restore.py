@@ -2,8 +2,15 @@
 
 :func:`restore_file` reads a blurred image, undoes the blur, writes the result
 and scores it against a reference, and returns one report record.  It never
-raises for a bad file: the record's ``error`` says what went wrong, so a batch
-can be mapped by any executor and one bad file never stops the others.
+raises for a bad file: the record's ``error`` says in one line what went wrong,
+so a batch can be mapped by any executor and one bad file never stops the
+others.  Only an interruption (``KeyboardInterrupt``, or any other
+``BaseException`` such as the CLI's SIGTERM exception) passes through, with the
+partial record attached as ``exc.record``.
+
+Nothing half-done is ever left behind: the output is written atomically
+(:mod:`deblur.atomic`) and only after the solve gave finite values of the
+input's exact shape.
 """
 
 from __future__ import annotations
@@ -18,14 +25,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .kernel import Kernel, Stability
+from .kernel import Kernel, KernelError, Stability
 from .ops import inverse_causal_conv2d
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "RestoreOptions", "restore_array", "restore_file", "resolve_device"]
+__all__ = [
+    "CLIP_NOTE",
+    "METHODS",
+    "RestoreError",
+    "RestoreOptions",
+    "failed_record",
+    "one_line",
+    "resolve_device",
+    "restore_array",
+    "restore_file",
+]
 
 METHODS = ("inverse", "wiener", "unsupervised-wiener", "richardson-lucy")
+
+#: the end of the note that counts clipped values (the CLI shows it as a column)
+CLIP_NOTE = "values outside [0, 1] clipped"
+
+#: longest error message kept in a record; the rest is cut with an ellipsis
+MAX_MESSAGE = 400
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class RestoreError(ValueError):
@@ -34,7 +59,28 @@ class RestoreError(ValueError):
 
 @dataclass(frozen=True)
 class RestoreOptions:
-    """What to do with every file of a batch."""
+    """What to do with every file of a batch.
+
+    Parameters
+    ----------
+    kernel : Kernel
+        The blur kernel (PSF) and its anchor.
+    method : str
+        ``inverse`` (exact) or a regularised baseline, see :data:`METHODS`.
+    device : str
+        A torch device name, already resolved (:func:`resolve_device`).
+    bit_depth : {"same", 8, 16, "float32"}
+        Depth of the outputs.
+    overwrite : bool
+        Replace existing outputs (never an input).
+    params : dict
+        Method parameters (``balance``, ``num_iter``).
+    stability : Stability, optional
+        The kernel's noise gain, quoted when a solve goes non-finite.
+    max_pixels : int, optional
+        Refuse images with more pixels; ``None`` keeps the default limit of
+        :func:`deblur.imageio.read_image`, ``0`` lifts it.
+    """
 
     kernel: Kernel
     method: str = "inverse"
@@ -70,7 +116,10 @@ def resolve_device(name: str) -> str:
 
 
 def restore_array(data: np.ndarray, options: RestoreOptions) -> tuple[np.ndarray, dict]:
-    """Undo the blur on a float ``(H, W, C)`` array; return it and the parameters used."""
+    """Undo the blur on a float ``(H, W, C)`` array; return it and the parameters used.
+
+    The exact inverse runs in float64 on the CPU and in float32 on a GPU.
+    """
     kernel = options.kernel
     if options.method == "inverse":
         dtype = torch.float64 if options.device == "cpu" else torch.float32
@@ -82,13 +131,51 @@ def restore_array(data: np.ndarray, options: RestoreOptions) -> tuple[np.ndarray
         return out, {}
     from .baselines import deconvolve
 
-    return deconvolve(data, kernel.weights, options.method, anchor=kernel.anchor, **options.params)
+    return deconvolve(
+        data, kernel.weights, options.method, anchor=kernel.anchor, **options.params
+    )
+
+
+def one_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type's name."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            text = line.strip()
+            return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+    return type(exc).__name__
+
+
+def _new_record(source, output, reference, method) -> dict:
+    return {
+        "input": str(source),
+        "output": None,
+        "reference": str(reference) if reference else None,
+        "method": method,
+        "psnr_before": None,
+        "psnr_after": None,
+        "ssim_before": None,
+        "ssim_after": None,
+        "data_range": None,
+        "clipped": None,
+        "seconds": None,
+        "solve_seconds": None,
+        "error": None,
+        "reference_error": None,
+        "notes": [],
+    }
+
+
+def failed_record(source: Path, error: str, method: str = "inverse") -> dict:
+    """A record for a file that failed before :func:`restore_file` could run."""
+    record = _new_record(source, None, None, method)
+    record["error"] = error
+    return record
 
 
 def _quantised(data: np.ndarray, bit_depth: int) -> np.ndarray:
     """The values a file of ``bit_depth`` bits will hold, on the [0, 1] scale."""
     if bit_depth == 32:
-        return data
+        return data.astype(np.float32).astype(np.float64)
     top = 2**bit_depth - 1
     return np.rint(np.clip(data, 0.0, 1.0) * top) / top
 
@@ -110,6 +197,83 @@ def _output_depth(bit_depth, image) -> int:
     return int(bit_depth)
 
 
+def _where(device: str) -> str:
+    return "the cpu" if device == "cpu" else f"device {device}"
+
+
+def _solve(source: Path, image, options: RestoreOptions) -> tuple[np.ndarray, dict]:
+    """Run the solve; turn a solver or device failure into a one-line error."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return restore_array(image.data, options)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        log.debug("solve of %s failed", source, exc_info=True)
+        if options.device == "cpu" and isinstance(exc, ValueError):
+            raise RestoreError(f"{source}: {one_line(exc)}") from exc
+        hint = "" if options.device == "cpu" else "; retry with --device cpu"
+        raise RestoreError(
+            f"{source}: the {options.method} solve failed on {_where(options.device)} "
+            f"({type(exc).__name__}: {one_line(exc)}); nothing written{hint}"
+        ) from exc
+
+
+def _check_result(source: Path, restored, image, options: RestoreOptions, depth: int):
+    """Refuse a result that would make a wrong file: bad shape, NaN, infinity."""
+    if restored.shape != image.data.shape:
+        raise RestoreError(
+            f"{source}: the {options.method} solve returned shape {restored.shape} "
+            f"for an input of shape {image.data.shape}; nothing written (a bug: "
+            "please report it)"
+        )
+    finite = np.isfinite(restored)
+    if depth == 32:
+        # float32 cannot hold what float64 calls finite beyond ~3.4e38
+        with np.errstate(invalid="ignore"):
+            finite &= np.abs(restored) <= _FLOAT32_MAX
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        s = options.stability
+        gain = f"{s.gain:.3g}, {s.verdict}" if s is not None else "not measured"
+        raise RestoreError(
+            f"{source}: the solve gave {bad} of {finite.size} non-finite values "
+            f"(kernel noise gain {gain}); nothing written; check the kernel and "
+            "its --anchor, or use a regularised --method"
+        )
+
+
+def _reference_scores(record, reference, image, restored, depth, kwargs):
+    """Score against the reference; problems become notes, never a failure."""
+    from .imageio import ImageError, read_image
+
+    try:
+        sharp = read_image(reference, **kwargs)
+    except ImageError as exc:
+        msg = f"reference not scored: {one_line(exc)}"
+        record["notes"].append(msg)
+        record["reference_error"] = msg
+        return
+    H, W, C = image.data.shape
+    if sharp.data.shape != image.data.shape:
+        h, w, c = sharp.data.shape
+        msg = (
+            f"reference {reference} is {w}x{h}x{c}, the input is {W}x{H}x{C}; "
+            "not scored"
+        )
+        record["notes"].append(msg)
+        record["reference_error"] = msg
+        return
+    if sharp.bit_depth != image.bit_depth:
+        record["notes"].append(
+            f"reference is {sharp.bit_depth}-bit, the input {image.bit_depth}-bit: "
+            f"both scored on the input's range ({record['data_range']})"
+        )
+    top = float(record["data_range"])
+    _score(record, sharp.data, image.data, _quantised(restored, depth), top)
+
+
 def restore_file(
     source: Path,
     output: Path,
@@ -119,95 +283,168 @@ def restore_file(
 ) -> dict:
     """Restore one file and return its report record (never raises for bad input).
 
-    The record holds ``input``, ``output``, ``reference``, the size, PSNR and
-    SSIM of the blurred and of the restored image against the reference
-    (``data_range`` from the input's bit depth), the share of ``clipped``
-    values, ``seconds`` and ``error`` (``None`` when it went well).  Nothing is
-    written when the solve fails or yields non-finite values.
+    Parameters
+    ----------
+    source : Path
+        The blurred image.
+    output : Path
+        Where the restored image goes; its folder must exist.
+    options : RestoreOptions
+    reference : Path, optional
+        The sharp original, to score PSNR and SSIM.
+    reference_error : str, optional
+        Why there is no reference (recorded in the notes).
+
+    Returns
+    -------
+    record : dict
+        ``input``, ``output`` (``None`` unless written), ``reference``, the
+        size, PSNR and SSIM of the blurred and of the restored image against
+        the reference (``data_range`` from the input's bit depth), the share
+        of ``clipped`` values, ``seconds`` (the whole file), ``solve_seconds``
+        (the solve alone, with the copies to and from the device), ``error``
+        (``None`` when it went well, else one line naming the file),
+        ``reference_error`` and ``notes`` (conversions while reading,
+        clipping).
+
+    Raises
+    ------
+    KeyboardInterrupt, BaseException
+        Only interruptions pass through, with the partial record as
+        ``exc.record``; whatever they interrupted left no partial file.
+
+    Notes
+    -----
+    Nothing is written when the image cannot be read, the solve fails or
+    yields non-finite values (the message quotes the kernel's noise gain),
+    or the result's shape differs from the input's.  Restored values outside
+    ``[0, 1]`` are clipped for integer outputs, and counted.  An unexpected
+    exception becomes the file's error with its type; ``--verbose`` logs its
+    traceback.
     """
-    from .imageio import ImageError, data_range, read_image, write_image
+    from .imageio import ImageError
 
+    source, output = Path(source), Path(output)
     start = time.perf_counter()
-    record = {
-        "input": str(source),
-        "output": None,
-        "reference": str(reference) if reference else None,
-        "method": options.method,
-        "psnr_before": None,
-        "psnr_after": None,
-        "ssim_before": None,
-        "ssim_after": None,
-        "data_range": None,
-        "clipped": None,
-        "seconds": None,
-        "error": None,
-        "notes": [],
-    }
+    record = _new_record(source, output, reference, options.method)
+    stage = ["checking"]
     try:
-        if output.exists() and not options.overwrite:
-            raise RestoreError(f"{output}: output exists; pass --overwrite to replace it")
-        if output.resolve() == source.resolve():
-            raise RestoreError(f"{output}: output would overwrite its input; choose another --out")
-        kwargs = {} if options.max_pixels is None else {"max_pixels": options.max_pixels}
-        image = read_image(source, **kwargs)
-        H, W, C = image.data.shape
-        record.update(width=W, height=H, channels=C, bit_depth=image.bit_depth)
-        record["notes"] += list(image.notes)
-        record["data_range"] = data_range(image)
-        kc = options.kernel.channels
-        if kc is not None and kc != C:
-            raise RestoreError(
-                f"{source}: the kernel has {kc} channels (shape "
-                f"{options.kernel.shape}) but the image has {C}; use a (kh, kw) "
-                "kernel or one with a kernel per channel of this image"
-            )
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            restored, used = restore_array(image.data, options)
-        if used:
-            record["params"] = used
-        if not np.all(np.isfinite(restored)):
-            gain = options.stability.gain if options.stability else float("nan")
-            raise RestoreError(
-                f"{source}: the solve gave non-finite values (kernel noise gain "
-                f"{gain:.3g}); nothing written, check the kernel and its --anchor"
-            )
-
-        depth = _output_depth(options.bit_depth, image)
-        info = write_image(output, restored, like=image, bit_depth=options.bit_depth)
-        record["output"] = str(output)
-        record["clipped"] = info.clipped / max(info.total, 1)
-        if info.clipped:
-            record["notes"].append(
-                f"{info.clipped} of {info.total} values outside [0, 1] clipped"
-            )
-
-        if reference is not None:
-            try:
-                sharp = read_image(reference, **kwargs)
-            except ImageError as exc:
-                record["notes"].append(f"reference not scored: {exc}")
-                record["reference_error"] = str(exc)
-            else:
-                if sharp.data.shape != image.data.shape:
-                    msg = (
-                        f"reference {reference} is {sharp.data.shape[1]}x"
-                        f"{sharp.data.shape[0]}x{sharp.data.shape[2]}, the input "
-                        f"is {W}x{H}x{C}; not scored"
-                    )
-                    record["notes"].append(msg)
-                    record["reference_error"] = msg
-                else:
-                    top = float(record["data_range"])
-                    _score(record, sharp.data, image.data, _quantised(restored, depth), top)
-        elif reference_error:
-            record["notes"].append(reference_error)
-    except (RestoreError, ImageError, ValueError, OSError) as exc:
-        record["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        _restore(record, stage, source, output, options, reference, reference_error)
+    except (RestoreError, ImageError, KernelError) as exc:
+        record["error"] = _named(one_line(exc), source, output)
+    except FileExistsError:
+        # another run wrote the output between our check and our rename
+        record["error"] = f"{output}: output exists; pass --overwrite to replace it"
+    except OSError as exc:
+        what = "not written" if stage[0] == "writing" else f"failed while {stage[0]}"
+        reason = exc.strerror or one_line(exc)
+        record["error"] = f"{output if stage[0] == 'writing' else source}: {what} ({reason})"
+    except MemoryError:
+        size = f" ({record['width']}x{record['height']}x{record['channels']})" if "width" in record else ""
+        record["error"] = (
+            f"{source}: out of memory while {stage[0]}{size}; nothing written; free "
+            "memory, or lower --max-pixels to skip images this large"
+        )
+    except ValueError as exc:
+        record["error"] = _named(one_line(exc), source, output)
+    except Exception as exc:
+        log.debug("unexpected error on %s", source, exc_info=True)
+        record["error"] = (
+            f"{source}: unexpected {type(exc).__name__} while {stage[0]}: "
+            f"{one_line(exc)}; nothing written (--verbose shows the traceback)"
+        )
+    except BaseException as exc:
+        record["seconds"] = time.perf_counter() - start
+        if record["output"] is None:
+            record["error"] = f"{source}: interrupted while {stage[0]}; nothing written"
+        else:
+            record["notes"].append(f"interrupted while {stage[0]}; output complete")
+        try:
+            exc.record = record
+        except AttributeError:  # pragma: no cover - exceptions without __dict__
+            pass
+        raise
     record["seconds"] = time.perf_counter() - start
     for key in ("psnr_before", "psnr_after"):
         v = record[key]
         if v is not None and not math.isfinite(v):
             record["notes"].append(f"{key} is infinite: identical to the reference")
     return record
+
+
+def _named(message: str, source: Path, output: Path) -> str:
+    """Make sure a message names the file it is about."""
+    if str(source) in message or str(output) in message:
+        return message
+    return f"{source}: {message}"
+
+
+def _restore(record, stage, source, output, options, reference, reference_error):
+    from .imageio import data_range, read_image, write_image
+
+    # checks that need no reading
+    if output.exists() and not options.overwrite:
+        raise RestoreError(f"{output}: output exists; pass --overwrite to replace it")
+    if output.resolve() == source.resolve():
+        raise RestoreError(
+            f"{output}: output would overwrite its input; choose another --out"
+        )
+    if reference is not None and output.resolve() == Path(reference).resolve():
+        raise RestoreError(
+            f"{output}: output would overwrite its reference {reference}; choose "
+            "another --out"
+        )
+
+    # read
+    stage[0] = "reading"
+    if options.max_pixels is None:
+        kwargs = {}
+    else:
+        kwargs = {"max_pixels": options.max_pixels or None}
+    image = read_image(source, **kwargs)
+    H, W, C = image.data.shape
+    record.update(width=W, height=H, channels=C, bit_depth=image.bit_depth)
+    record["notes"] += list(image.notes)
+    record["data_range"] = data_range(image)
+    kc = options.kernel.channels
+    if kc is not None and kc != C:
+        raise RestoreError(
+            f"{source}: the kernel has {kc} channels (shape "
+            f"{options.kernel.shape}) but the image has {C}; use a (kh, kw) "
+            "kernel or one with a kernel per channel of this image"
+        )
+
+    # solve, then refuse anything that would make a wrong file
+    stage[0] = "solving"
+    solve_start = time.perf_counter()
+    restored, used = _solve(source, image, options)
+    record["solve_seconds"] = time.perf_counter() - solve_start
+    if used:
+        record["params"] = used
+    depth = _output_depth(options.bit_depth, image)
+    _check_result(source, restored, image, options, depth)
+
+    # write (atomically; refuses a file that appeared meanwhile unless --overwrite)
+    stage[0] = "writing"
+    info = write_image(
+        output, restored, like=image, bit_depth=options.bit_depth,
+        overwrite=options.overwrite,
+    )
+    record["output"] = str(output)
+    record["clipped"] = info.clipped / max(info.total, 1)
+    if info.clipped:
+        record["notes"].append(f"{info.clipped} of {info.total} {CLIP_NOTE}")
+
+    # score
+    stage[0] = "scoring"
+    if reference is not None:
+        try:
+            _reference_scores(record, reference, image, restored, depth, kwargs)
+        except Exception as exc:  # a scoring bug must not fail a written file
+            log.debug("scoring %s failed", source, exc_info=True)
+            msg = f"reference not scored: {type(exc).__name__}: {one_line(exc)}"
+            record["notes"].append(msg)
+            record["reference_error"] = msg
+    elif reference_error:
+        record["notes"].append(reference_error)
+        record["reference_error"] = reference_error

@@ -11,8 +11,8 @@ from deblur import causal_conv2d, inverse_causal_conv2d
 from deblur.baselines import (
     BASELINE_ANCHORS,
     METHODS,
-    default_balance,
     deconvolve,
+    default_balance,
     psf_from_kernel,
     wiener_noise_gain,
 )
@@ -47,8 +47,10 @@ def _to_anchor(kernel, anchor):
 def blur(image, kernel, anchor="bottom-right"):
     """Blur (H, W, C) by deblur's operator (a centred correlation for center)."""
     if anchor == "center":
-        planes = [ndi.correlate(image[..., c], kernel, mode="constant")
-                  for c in range(image.shape[2])]
+        planes = [
+            ndi.correlate(image[..., c], kernel, mode="constant")
+            for c in range(image.shape[2])
+        ]
         return np.stack(planes, axis=-1)
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
     y = causal_conv2d(x, torch.from_numpy(np.ascontiguousarray(kernel)), anchor)
@@ -213,7 +215,9 @@ def test_deconvolve_zero_boundary_best_for_causal_blur(camera128):
 
 
 def test_deconvolve_richardson_lucy_all_zero_image_stays_zero():
-    restored, _ = deconvolve(np.zeros((19, 26, 1)), corner_gaussian(), "richardson-lucy")
+    restored, _ = deconvolve(
+        np.zeros((19, 26, 1)), corner_gaussian(), "richardson-lucy"
+    )
 
     assert np.isfinite(restored).all()
     assert np.abs(restored).max() == 0.0
@@ -276,7 +280,11 @@ def test_deconvolve_per_channel_kernels_odd_non_square(method):
     rng = np.random.default_rng(1)
     image = rng.uniform(0.1, 0.9, (17, 23, 3))
     kernels = np.stack(
-        [corner_gaussian(3, 0.8), corner_gaussian(3, 1.5), corner_gaussian(5, 1.0)[1:4, 1:4]]
+        [
+            corner_gaussian(3, 0.8),
+            corner_gaussian(3, 1.5),
+            corner_gaussian(5, 1.0)[1:4, 1:4],
+        ]
     )
     blurred = np.concatenate(
         [blur(image[..., c : c + 1], kernels[c]) for c in range(3)], axis=-1
@@ -320,7 +328,9 @@ def test_deconvolve_used_params_include_defaults(method, expected, camera128):
 
 
 def test_deconvolve_wiener_given_balance_recorded_without_sigma(camera128):
-    _, used = deconvolve(camera128[:32, :32], corner_gaussian(3), "wiener", balance=0.01)
+    _, used = deconvolve(
+        camera128[:32, :32], corner_gaussian(3), "wiener", balance=0.01
+    )
 
     assert used["balance"] == 0.01
     assert "noise_sigma" not in used
@@ -359,7 +369,9 @@ def test_deconvolve_bad_arguments_raise(kwargs, error, match):
 
 def test_deconvolve_richardson_lucy_bad_num_iter_raises():
     with pytest.raises(ValueError, match="num_iter must be an integer >= 1, got 0"):
-        deconvolve(np.full((8, 8, 1), 0.5), np.ones((2, 2)), "richardson-lucy", num_iter=0)
+        deconvolve(
+            np.full((8, 8, 1), 0.5), np.ones((2, 2)), "richardson-lucy", num_iter=0
+        )
 
 
 def test_deconvolve_integer_image_raises():
@@ -397,7 +409,9 @@ def test_deconvolve_mixing_kernel_not_implemented():
 
 def test_deconvolve_richardson_lucy_negative_kernel_raises():
     kernel = np.array([[-0.2, 1.2]])
-    with pytest.raises(ValueError, match="non-negative kernel.*-0.2.*use method 'wiener'"):
+    with pytest.raises(
+        ValueError, match="non-negative kernel.*-0.2.*use method 'wiener'"
+    ):
         deconvolve(np.full((8, 8, 1), 0.5), kernel, "richardson-lucy")
     restored, _ = deconvolve(np.full((8, 8, 1), 0.5), kernel, "wiener")
     assert np.isfinite(restored).all()

@@ -6,9 +6,7 @@ from PIL import Image
 
 from deblur.plots import figure_size, plot_comparison, plot_fit, plot_kernel
 
-KERNEL = np.array(
-    [[0.01, 0.02, 0.04], [0.02, 0.08, 0.12], [0.04, 0.12, 0.55]]
-)
+KERNEL = np.array([[0.01, 0.02, 0.04], [0.02, 0.08, 0.12], [0.04, 0.12, 0.55]])
 
 
 def read_png(path):
@@ -127,8 +125,16 @@ def test_plot_comparison_out_of_range_and_alpha_drawn(tmp_path):
     [
         ([], ValueError, "panels is empty"),
         ("image", TypeError, "list of .label, image. pairs, got str"),
-        ([("a", np.zeros((4, 4)), 1)], TypeError, "panel 0 must be a .label, image. pair"),
-        ([("a", np.zeros((4, 4, 2)))], ValueError, r"panel 0 \('a'\).*got shape \(4, 4, 2\)"),
+        (
+            [("a", np.zeros((4, 4)), 1)],
+            TypeError,
+            "panel 0 must be a .label, image. pair",
+        ),
+        (
+            [("a", np.zeros((4, 4, 2)))],
+            ValueError,
+            r"panel 0 \('a'\).*got shape \(4, 4, 2\)",
+        ),
         ([("a", np.zeros((4, 4), np.uint8))], TypeError, "got dtype uint8; divide"),
     ],
 )
@@ -172,7 +178,9 @@ def test_plot_fit_nan_loss_raises(tmp_path):
 
 
 def test_plot_fit_mixing_kernel_raises(tmp_path):
-    with pytest.raises(ValueError, match="draw a channel-mixing kernel with plot_kernel"):
+    with pytest.raises(
+        ValueError, match="draw a channel-mixing kernel with plot_kernel"
+    ):
         plot_fit(np.ones((2, 2, 3, 3)), [1.0], tmp_path / "fit.png")
 
 

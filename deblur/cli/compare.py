@@ -29,6 +29,7 @@ def compare(
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     balance: Annotated[Optional[float], typer.Option(help="Wiener balance; by default derived from the image's estimated noise.")] = None,
     num_iter: Annotated[Optional[int], typer.Option("--num-iter", help="Richardson-Lucy iterations.")] = None,
+    boundary: Annotated[str, typer.Option(help="How the regularised methods continue the image past its frame: zero (as the causal operator assumes), symmetric (mirrored, often better for photos) or none.")] = "zero",
     normalize: Annotated[bool, typer.Option("--normalize", help="Rescale the kernel so its taps sum to 1.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing pictures.")] = False,
 ) -> None:
@@ -55,7 +56,9 @@ def compare(
     if refs.single is not None and len(sources) > 1:
         raise console.fail(f"--reference {reference} is one file but there are {len(sources)} inputs; give a folder")
     check_out_dir(out)
-    params = {"wiener": {}, "richardson-lucy": {}}
+    if boundary not in ("zero", "symmetric", "none"):
+        raise console.fail(f"--boundary must be zero, symmetric or none, got {boundary!r}")
+    params = {m: {"boundary": boundary} for m in ("wiener", "unsupervised-wiener", "richardson-lucy")}
     if balance is not None:
         params["wiener"]["balance"] = balance
     if num_iter is not None:

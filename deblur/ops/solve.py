@@ -211,10 +211,15 @@ def inverse_causal_conv2d(
     >>> torch.allclose(inverse_causal_conv2d(y, k.double()), x)
     True
     """
-    if not isinstance(blurred, Tensor) or not blurred.is_floating_point():
+    if not isinstance(blurred, Tensor):
         raise TypeError(
-            f"blurred must be a floating-point tensor, got "
-            f"{getattr(blurred, 'dtype', type(blurred).__name__)}"
+            "blurred must be a floating-point tensor, got "
+            f"{type(blurred).__name__}; convert it with torch.as_tensor"
+        )
+    if not blurred.is_floating_point():
+        raise TypeError(
+            f"blurred must be a floating-point tensor, got {blurred.dtype}; "
+            "convert it with .float() (and scale integer images to [0, 1])"
         )
     if blurred.dim() != 4:
         raise ValueError(
