@@ -6,24 +6,32 @@ set here, before ``deblur.ops._triton`` is first imported, on machines without
 a CUDA GPU.  With a GPU the same tests run the compiled kernels on it.
 """
 
+import functools
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pytest  # noqa: E402
+import pytest
 
-from deblur.ops import _numba, wavefront  # noqa: E402
-from deblur.ops.blur import causal_conv2d  # noqa: E402
-from deblur.ops.dense import dense_inverse  # noqa: E402
-from deblur.ops.solve import inverse_causal_conv2d  # noqa: E402
+from deblur.ops import _numba, backends, wavefront
+from deblur.ops.blur import causal_conv2d
+from deblur.ops.dense import dense_inverse
+from deblur.ops.solve import inverse_causal_conv2d
 
 TOL = {torch.float32: 2e-5, torch.float64: 1e-11}
 KERNEL_SIZES = [(1, 1), (2, 3), (3, 3), (5, 5), (1, 4), (4, 1)]
 SIZES = [(5, 7), (7, 4), (1, 9), (9, 1), (6, 6)]
 CHANNELS = [1, 2, 3, 4, 5, 8, 12]
+DTYPES = [
+    pytest.param(torch.float32, id="float32"),
+    pytest.param(torch.float64, id="float64"),
+]
 
 
 # -- inputs ---------------------------------------------------------------------
@@ -68,16 +76,30 @@ def _reference_mixing(y, kernel):
     return dense_inverse(y.to(torch.float64), kernel.to(torch.float64))
 
 
+@functools.cache  # shared by the backends; never mutated
 def _depthwise_case(Ck, planes, H, W, kh, kw, dtype, seed=0):
     kernel = _depthwise_kernel(Ck, kh, kw, seed)
     y = _blurred(planes // Ck, Ck, H, W, kernel, seed + 1).reshape(planes, H, W)
     return y.to(dtype), kernel.to(dtype), _reference_depthwise(y, kernel)
 
 
+@functools.cache
 def _mixing_case(B, C, H, W, kh, kw, dtype, seed=0):
     kernel = _mixing_kernel(C, kh, kw, seed)
     y = _blurred(B, C, H, W, kernel, seed + 1)
     return y.to(dtype), kernel.to(dtype), _reference_mixing(y, kernel)
+
+
+def _size_id(size):
+    return "x".join(map(str, size))
+
+
+def _case_id(first, second):
+    def name(case):
+        a, b, H, W, kh, kw = case
+        return f"{first}{a}-{second}{b}-{H}x{W}-k{kh}x{kw}"
+
+    return name
 
 
 def _assert_solves(x, reference, dtype):
@@ -103,6 +125,19 @@ DEPTHWISE = {"wavefront": wavefront.solve_depthwise, "numba": _numba_depthwise}
 MIXING = {"wavefront": wavefront.solve_mixing, "numba": _numba_mixing}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Run this module's tiny tensors on one thread, then restore the count.
+
+    On a busy two-core machine, waking the thread pool for 6 x 7 planes costs
+    more than the work: the module runs about twice as fast on one thread.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def triton_ops():
     """``deblur.ops._triton`` and the device its kernels run on."""
@@ -123,9 +158,9 @@ def triton_ops():
 
 
 @pytest.mark.parametrize("backend", sorted(DEPTHWISE))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("kernel_size", KERNEL_SIZES, ids=lambda s: "%dx%d" % s)
-@pytest.mark.parametrize("size", SIZES, ids=lambda s: "%dx%d" % s)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel_size", KERNEL_SIZES, ids=_size_id)
+@pytest.mark.parametrize("size", SIZES, ids=_size_id)
 @pytest.mark.parametrize("Ck", [1, 3])
 def test_solve_depthwise_backend_matches_dense(backend, dtype, kernel_size, size, Ck):
     y, kernel, reference = _depthwise_case(Ck, 6, *size, *kernel_size, dtype)
@@ -136,7 +171,7 @@ def test_solve_depthwise_backend_matches_dense(backend, dtype, kernel_size, size
 
 
 @pytest.mark.parametrize("backend", sorted(MIXING))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("C", CHANNELS)
 def test_solve_mixing_backend_channels_match_dense(backend, dtype, C):
     y, kernel, reference = _mixing_case(2, C, 3, 4, 2, 3, dtype)
@@ -147,9 +182,9 @@ def test_solve_mixing_backend_channels_match_dense(backend, dtype, C):
 
 
 @pytest.mark.parametrize("backend", sorted(MIXING))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("kernel_size", KERNEL_SIZES, ids=lambda s: "%dx%d" % s)
-@pytest.mark.parametrize("size", SIZES, ids=lambda s: "%dx%d" % s)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel_size", KERNEL_SIZES, ids=_size_id)
+@pytest.mark.parametrize("size", SIZES, ids=_size_id)
 def test_solve_mixing_backend_sizes_match_dense(backend, dtype, kernel_size, size):
     y, kernel, reference = _mixing_case(2, 3, *size, *kernel_size, dtype)
 
@@ -199,10 +234,8 @@ TRITON_DEPTHWISE = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize(
-    "case", TRITON_DEPTHWISE, ids=lambda c: "Ck%d-P%d-%dx%d-k%dx%d" % c
-)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", TRITON_DEPTHWISE, ids=_case_id("Ck", "P"))
 def test_triton_depthwise_matches_dense(triton_ops, dtype, case):
     _triton, device = triton_ops
     y, kernel, reference = _depthwise_case(*case, dtype)
@@ -213,7 +246,7 @@ def test_triton_depthwise_matches_dense(triton_ops, dtype, case):
     _assert_solves(x.cpu(), reference, dtype)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_triton_depthwise_chunked_diagonals_match_dense(triton_ops, dtype):
     # block_size=2 cuts the 5-pixel diagonals of a 5x7 plane into 3 chunks
     _triton, device = triton_ops
@@ -235,10 +268,8 @@ TRITON_MIXING = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize(
-    "case", TRITON_MIXING, ids=lambda c: "B%d-C%d-%dx%d-k%dx%d" % c
-)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", TRITON_MIXING, ids=_case_id("B", "C"))
 def test_triton_mixing_matches_dense(triton_ops, dtype, case):
     _triton, device = triton_ops
     y, kernel, reference = _mixing_case(*case, dtype)
@@ -271,6 +302,18 @@ def test_triton_half_precision_raises(triton_ops):
 
     with pytest.raises(TypeError, match="float32 or float64, got torch.float16"):
         _triton.solve_depthwise(y, torch.ones(1, 1, 1, device=device))
+
+
+def test_triton_module_without_triton_raises_import_error(monkeypatch):
+    # load a private copy of the module while `import triton` fails
+    monkeypatch.setitem(sys.modules, "triton", None)
+    monkeypatch.setitem(sys.modules, "triton.language", None)
+    path = Path(backends.__file__).with_name("_triton.py")
+    spec = importlib.util.spec_from_file_location("_triton_without_triton", path)
+    module = importlib.util.module_from_spec(spec)
+
+    with pytest.raises(ImportError, match="set DEBLUR_BACKEND=wavefront"):
+        spec.loader.exec_module(module)
 
 
 def test_triton_kernels_compile_for_cuda_without_gpu(triton_ops):
@@ -329,6 +372,7 @@ FORMS = ["shared", "per-channel", "mixing"]
 def test_inverse_causal_conv2d_backend_env_matches_dense(monkeypatch, backend, form):
     monkeypatch.setenv("DEBLUR_BACKEND", backend)
     y, kernel, reference = _public_case(form, torch.float32)
+    assert backends.backend_for(y.device) == backend
 
     x = inverse_causal_conv2d(y, kernel, anchor="top-left")
 
@@ -374,7 +418,7 @@ def test_inverse_causal_conv2d_triton_gradcheck(monkeypatch, triton_ops, form):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_triton_cuda_matches_wavefront(triton_ops, dtype):
     _triton, device = triton_ops
     assert device.type == "cuda", "TRITON_INTERPRET is set; unset it to compile"

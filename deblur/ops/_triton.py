@@ -59,7 +59,7 @@ def _depthwise_kernel(
     taps = kernel_ptr + (pid % Ck) * (kh * kw)
     anchor = tl.load(taps + kh * kw - 1)
 
-    for d in range(0, H + W - 1):
+    for d in range(H + W - 1):
         first = tl.maximum(d - W + 1, 0)
         last = tl.minimum(d, H - 1)
         for start in range(first, last + 1, BLOCK_SIZE):
@@ -103,7 +103,7 @@ def _mixing_kernel(
     plane = H * W
     base = pid.to(tl.int64) * C * plane
 
-    for d in range(0, H + W - 1):
+    for d in range(H + W - 1):
         first = tl.maximum(d - W + 1, 0)
         last = tl.minimum(d, H - 1)
         for start in range(first, last + 1, BLOCK_SIZE):
@@ -113,9 +113,9 @@ def _mixing_kernel(
             offsets = base + i * W + j
 
             # channels in order: c reads channels c_in < c of the same pixel
-            for c in range(0, C):
+            for c in range(C):
                 acc = tl.load(y_ptr + offsets + c * plane, mask=mask, other=0.0)
-                for c_in in range(0, C):
+                for c_in in range(C):
                     taps = kernel_ptr + (c * C + c_in) * (kh * kw)
                     source = x_ptr + offsets + c_in * plane
                     for a in tl.static_range(kh):
@@ -213,9 +213,7 @@ def solve_depthwise(
     return x
 
 
-def solve_mixing(
-    y: Tensor, kernel: Tensor, *, block_size: int | None = None
-) -> Tensor:
+def solve_mixing(y: Tensor, kernel: Tensor, *, block_size: int | None = None) -> Tensor:
     """Solve the channel-mixing system in one kernel launch.
 
     Parameters

@@ -22,14 +22,15 @@ __all__ = ["solve_depthwise", "solve_mixing", "kernel_grad_depthwise", "backend_
 
 
 def _triton_usable(device: torch.device) -> bool:
+    """Triton serves CUDA tensors, and CPU tensors only under its interpreter."""
+    try:
+        from . import _triton
+    except ImportError as exc:
+        log.warning("triton unavailable (%s); using the torch wavefront", exc)
+        return False
     if device.type == "cuda":
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            return False
         return True
-    # On the CPU, Triton only runs under its interpreter; used by the tests.
-    return device.type == "cpu" and os.environ.get("DEBLUR_BACKEND") == "triton"
+    return device.type == "cpu" and _triton.INTERPRETED
 
 
 def backend_for(device: torch.device) -> str:
@@ -42,10 +43,12 @@ def backend_for(device: torch.device) -> str:
     if forced in ("wavefront", "numba", "triton"):
         if forced == "numba" and device.type != "cpu":
             return "wavefront"
+        if forced == "triton" and not _triton_usable(device):
+            return "wavefront"
         return forced
     if device.type == "cpu":
         return "numba"
-    if _triton_usable(device):
+    if device.type == "cuda" and _triton_usable(device):
         return "triton"
     return "wavefront"
 

@@ -15,15 +15,18 @@ The solution lives in a *skewed* buffer ``S`` of shape
 In that layout the tap ``(a, b)`` of pixel ``(i, d - i)`` sits at
 ``S[p, d + a + b, i + a]``: a flat offset ``d * Hs + i + a * (Hs + 1) + b * Hs``
 with ``Hs = H + kh - 1``.  All taps of one diagonal are therefore one strided
-view, ``(planes, kh, kw, length)``, and one contraction with the kernel gives
-every pixel's sum.  Entries that stand for pixels outside the image are never
-written and stay zero, which is the zero padding of the operator; the anchor
-tap reads the current diagonal, still zero, so it needs no special case.
+view, ``(planes, kh, kw, length)``, and one multiply and one sum give every
+pixel of the diagonal.  Entries that stand for pixels outside the image are
+never written and stay zero, which is the zero padding of the operator.  The
+equations are first divided by the anchor, and each diagonal's row holds
+``y / anchor`` until it is solved: with weight 1 on the anchor tap and
+``-K / anchor`` on the others, that one sum *is* the forward substitution
+``x = (y - sum_(a, b) != anchor K[a, b] x[...]) / anchor``.
 
-The work is ``O(H W kh kw)`` per plane, the same as forward substitution;
-what it adds is ``H + W - 1`` sequential steps, each a few kernel launches on a
-GPU.  It is the naive parallel baseline for the single-launch Triton kernel in
-:mod:`deblur.ops._triton`.
+The work is ``O(H W kh kw)`` per plane (times ``C`` for a mixing kernel), the
+same as forward substitution; what it adds is ``H + W - 1`` sequential steps,
+each a few kernel launches on a GPU.  It is the naive parallel baseline for
+the single-launch Triton kernel in :mod:`deblur.ops._triton`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from torch import Tensor
 __all__ = ["solve_depthwise", "solve_mixing"]
 
 
-def _skew_index(height: int, width: int, kh: int, kw: int, device) -> tuple:
+def _skew_index(
+    height: int, width: int, kh: int, kw: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
     """Map every pixel ``(i, j)`` to its ``(row, column)`` in the skewed buffer."""
     i = torch.arange(height, device=device).view(-1, 1).expand(height, width)
     j = torch.arange(width, device=device).view(1, -1).expand(height, width)
@@ -132,7 +137,9 @@ def solve_mixing(y: Tensor, kernel: Tensor) -> Tensor:
     -----
     Within one diagonal step the channels are resolved in order ``0 .. C-1``:
     channel ``c`` of a pixel also depends on channels ``c' < c`` of the same
-    pixel through the anchor block.
+    pixel through the anchor block.  A step holds a ``(B, C, C, kh, kw,
+    length)`` product, 28 MB in float32 for ``C = 12``, a 7x7 kernel and a
+    1024-pixel diagonal.
     """
     B, C, H, W = y.shape
     kh, kw = kernel.shape[-2:]
