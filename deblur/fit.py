@@ -20,11 +20,11 @@ flipped in, and the kernel is flipped back out.
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -50,6 +50,10 @@ DEFAULT_LR = {"lbfgs": 1.0, "adam": 1e-3}
 
 #: the anchor tap may not shrink below this share of the taps' absolute sum
 ANCHOR_FLOOR = 0.05
+
+#: the descent stops early after this many whole batches that left the kernel
+#: unchanged (L-BFGS found each one's gradient already below its tolerance)
+CONVERGED_BATCHES = 2
 
 #: most loss evaluations of one L-BFGS line search
 _LINE_SEARCH_EVALS = 20
@@ -109,6 +113,10 @@ class FitResult:
         non-finite (each halves the learning rate).
     final_lr : float
         The learning rate after those halvings.
+    selected : {"last", "average", "start"}
+        Which candidate became ``kernel``: the descent's last kernel, its
+        average over the second half, or the start (see Notes of
+        :func:`fit_kernel`).
     settings : dict
         The options the fit ran with (crop as used, margin as rows and
         columns), for the report.
@@ -127,6 +135,7 @@ class FitResult:
     stability_lstsq: Stability | None = None
     rejected_steps: int = 0
     final_lr: float = 0.0
+    selected: str = "last"
     settings: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -214,9 +223,7 @@ def _channels(pairs: list[ImagePair], per_channel: bool) -> int | None:
     return counts.pop()
 
 
-def split_holdout(
-    pairs: Sequence, holdout: int | float, seed: int = 0
-) -> tuple[list, list]:
+def split_holdout(pairs: Sequence, holdout: float, seed: int = 0) -> tuple[list, list]:
     """Split ``pairs`` into training and held-out pairs, reproducibly.
 
     Parameters
@@ -244,7 +251,7 @@ def split_holdout(
             raise ValueError(
                 f"holdout must be a count or a fraction in [0, 1), got {holdout}"
             )
-        count = int(round(holdout * n))
+        count = round(holdout * n)
     else:
         count = int(holdout)
     if count < 0 or count >= n:
@@ -262,8 +269,14 @@ def split_holdout(
 
 
 def _accumulate(
-    gram: np.ndarray, rhs: np.ndarray, x: np.ndarray, y: np.ndarray,
-    kh: int, kw: int, mr: int, mc: int,
+    gram: np.ndarray,
+    rhs: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    kh: int,
+    kw: int,
+    mr: int,
+    mc: int,
 ) -> int:
     """Add one plane's correlations to ``gram`` and ``rhs``; return pixels used.
 
@@ -289,8 +302,12 @@ def _accumulate(
 
 
 def _lstsq_canonical(
-    planes: list[tuple[np.ndarray, np.ndarray]], C: int | None,
-    kh: int, kw: int, mr: int, mc: int,
+    planes: list[tuple[np.ndarray, np.ndarray]],
+    C: int | None,
+    kh: int,
+    kw: int,
+    mr: int,
+    mc: int,
 ) -> np.ndarray:
     """Solve the normal equations; ``planes`` holds ``(sharp, blurred)`` (C, H, W)."""
     k2 = kh * kw
@@ -401,8 +418,7 @@ def lstsq_kernel(
 def _is_stable(canon: np.ndarray) -> bool:
     """Stability of a canonical ``(Ck, kh, kw)`` kernel; cheap when dominant."""
     flat = np.abs(canon.reshape(canon.shape[0], -1))
-    anchor = flat[:, -1]
-    if np.all(anchor > flat[:, :-1].sum(axis=1)):
+    if np.all(flat[:, -1] > flat[:, :-1].sum(axis=1)):
         return True  # a dominant anchor is sufficient
     if np.any(canon[:, -1, -1] == 0) or not np.all(np.isfinite(canon)):
         return False
@@ -416,9 +432,30 @@ def _identity(Ck: int, kh: int, kw: int) -> np.ndarray:
     return k
 
 
+@contextlib.contextmanager
+def _threads(count: int | None):
+    """Run torch and numba on ``count`` CPU threads, then restore their settings."""
+    if count is None:
+        yield
+        return
+    import numba
+
+    before = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(count)
+    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])
+
+
 def _crops(
-    images: list[torch.Tensor], picks: list[tuple[int, int, int]],
-    height: int, width: int, per_channel: bool,
+    images: list[torch.Tensor],
+    picks: list[tuple[int, int, int]],
+    height: int,
+    width: int,
+    per_channel: bool,
 ) -> torch.Tensor:
     """Stack crops ``(n, i0, j0)`` of ``(C, H, W)`` images into a batch.
 
@@ -457,36 +494,56 @@ def _border_correction(windows: torch.Tensor, kernel: torch.Tensor) -> torch.Ten
     return torch.cat(parts, dim=-2)
 
 
-def _psnr(sharp: np.ndarray, image: np.ndarray) -> float:
-    from .metrics import psnr
+class _Batches:
+    """Random crops of the training pairs and the loss on them."""
 
-    if not np.all(np.isfinite(image)):
-        return float("nan")
-    return float(psnr(sharp, image, data_range=1.0))
+    def __init__(
+        self,
+        train,
+        crop,
+        batch,
+        margin,
+        kernel_size,
+        border,
+        device,
+        dtype,
+        per_channel,
+    ):
+        self.kh, self.kw = kernel_size
+        self.mr, self.mc = margin
+        self.batch, self.border, self.per_channel = batch, border, per_channel
+        self.h = min(crop, *(x.shape[1] for x, _ in train))
+        self.w = min(crop, *(x.shape[2] for x, _ in train))
+        self.sharp = [torch.from_numpy(x).to(device, dtype) for x, _ in train]
+        self.blurred = [torch.from_numpy(y).to(device, dtype) for _, y in train]
+        pad = (self.kw - 1, 0, self.kh - 1, 0)
+        self.sharp_pad = [F.pad(x, pad) for x in self.sharp]
 
-
-def _restore(blurred: np.ndarray, canon: np.ndarray, device, dtype) -> np.ndarray:
-    y = torch.from_numpy(blurred)[None].to(device=device, dtype=dtype)
-    k = torch.from_numpy(canon).to(device=device, dtype=dtype)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        x = inverse_causal_conv2d(y, k)[0].to("cpu", torch.float64).numpy()
-    with np.errstate(invalid="ignore"):
-        return np.clip(x, 0.0, 1.0)
-
-
-def _scores(items, canon_pairs, lstsq, refined, device, dtype) -> list[PairScore]:
-    scores = []
-    for item, (x, y) in zip(items, canon_pairs):
-        scores.append(
-            PairScore(
-                item.name,
-                _psnr(x, y),
-                _psnr(x, _restore(y, lstsq, device, dtype)),
-                _psnr(x, _restore(y, refined, device, dtype)),
+    def draw(self, rng: np.random.Generator):
+        """Pick ``batch`` crops: blurred, sharp and (for ``border="sharp"``) windows."""
+        h, w, kh, kw = self.h, self.w, self.kh, self.kw
+        picks = []
+        for n in rng.integers(len(self.sharp), size=self.batch).tolist():
+            H, W = self.sharp[n].shape[1:]
+            picks.append(
+                (n, int(rng.integers(H - h + 1)), int(rng.integers(W - w + 1)))
             )
-        )
-    return scores
+        blurred = _crops(self.blurred, picks, h, w, self.per_channel)
+        sharp = _crops(self.sharp, picks, h, w, self.per_channel)
+        windows = None
+        if self.border == "sharp":
+            windows = _crops(
+                self.sharp_pad, picks, h + kh - 1, w + kw - 1, self.per_channel
+            )
+            windows[..., kh - 1 :, kw - 1 :] = 0.0
+        return blurred, sharp, windows
+
+    def loss(self, kernel: torch.Tensor, blurred, sharp, windows) -> torch.Tensor:
+        """Mean squared error of the restored crops outside the margin."""
+        if windows is not None:
+            blurred = blurred - _border_correction(windows, kernel)
+        error = inverse_causal_conv2d(blurred, kernel) - sharp
+        return error[..., self.mr :, self.mc :].square().mean()
 
 
 def _optimizer(name: str, kernel: torch.Tensor, lr: float) -> torch.optim.Optimizer:
@@ -495,9 +552,158 @@ def _optimizer(name: str, kernel: torch.Tensor, lr: float) -> torch.optim.Optimi
     # one iteration per step() call, the curvature history kept in its state;
     # max_eval bounds the line search's evaluations within that iteration
     return torch.optim.LBFGS(
-        [kernel], lr=lr, max_iter=1, max_eval=1 + _LINE_SEARCH_EVALS, history_size=10,
-        line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-14,
+        [kernel],
+        lr=lr,
+        max_iter=1,
+        max_eval=1 + _LINE_SEARCH_EVALS,
+        history_size=10,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-10,
+        tolerance_change=1e-14,
     )
+
+
+def _descend(
+    start: np.ndarray,
+    batches: _Batches,
+    *,
+    optimizer: str,
+    num_steps: int,
+    lr: float,
+    every: int,
+    check_every: int,
+    seed: int,
+    device,
+    dtype,
+    callback,
+) -> tuple[np.ndarray, np.ndarray | None, list[float], int, float]:
+    """Minimise the crop loss from ``start``.
+
+    Stops early when ``CONVERGED_BATCHES`` whole batches in a row left the
+    kernel unchanged.  Returns the last kernel that passed a stability check,
+    the average of the
+    kernels at the end of each batch over the second half (``None`` with
+    fewer than two), the losses, the number of rejected steps and the final
+    learning rate.
+    """
+    kernel = torch.tensor(start, dtype=dtype, device=device, requires_grad=True)
+    sign = torch.sign(kernel.detach()[:, -1, -1])
+    rng = np.random.default_rng(seed)
+    last_good = kernel.detach().clone()
+    losses: list[float] = []
+    scale, rejected, opt, data = 1.0, 0, None, None
+    tail, tail_count = torch.zeros_like(last_good), 0
+    batch_start, unmoved = last_good, 0
+
+    for step in range(num_steps):
+        if step % every == 0:
+            # converged: the optimiser left the kernel as it was on whole batches
+            if step:
+                same = torch.equal(kernel.detach(), batch_start)
+                unmoved = unmoved + 1 if same else 0
+                if unmoved >= CONVERGED_BATCHES:
+                    break
+            batch_start = kernel.detach().clone()
+            data = batches.draw(rng)
+            if optimizer == "lbfgs":
+                opt = None  # a new objective: drop the curvature history
+        if opt is None:
+            opt = _optimizer(optimizer, kernel, scale * lr)
+        if optimizer == "adam":
+            cosine = 0.5 * (1.0 + math.cos(math.pi * step / num_steps))
+            opt.param_groups[0]["lr"] = scale * lr * cosine
+
+        def closure(opt=opt, data=data):
+            opt.zero_grad()
+            loss = batches.loss(kernel, *data)
+            loss.backward()
+            return loss
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            value = float(opt.step(closure).detach())
+        losses.append(value)
+
+        # keep the anchor away from zero, on its side
+        good = math.isfinite(value) and bool(torch.isfinite(kernel).all())
+        if good:
+            with torch.no_grad():
+                floor = ANCHOR_FLOOR * kernel.abs().sum(dim=(-2, -1))
+                low = sign * kernel[:, -1, -1] < floor
+                if bool(low.any()):
+                    kernel[:, -1, -1] = torch.where(
+                        low, sign * floor, kernel[:, -1, -1]
+                    )
+                    opt = None if optimizer == "lbfgs" else opt
+
+        # keep the kernel stable: go back to the last one that passed
+        if good and ((step + 1) % check_every == 0 or step + 1 == num_steps):
+            good = _is_stable(kernel.detach().to("cpu", torch.float64).numpy())
+            if good:
+                last_good = kernel.detach().clone()
+        if not good:
+            rejected += 1
+            scale *= 0.5
+            with torch.no_grad():
+                kernel.copy_(last_good)
+            opt = None
+        # the batches' kernels over the second half, averaged
+        if good and (step + 1) % every == 0 and 2 * (step + 1) > num_steps:
+            tail += kernel.detach()
+            tail_count += 1
+        if callback is not None:
+            callback(step + 1, value, _loss_psnr(value))
+
+    if len(losses) < num_steps and _is_stable(kernel.detach().cpu().double().numpy()):
+        last_good = kernel.detach().clone()
+    last = last_good.to("cpu", torch.float64).numpy()
+    average = None
+    if tail_count > 1:
+        average = (tail / tail_count).to("cpu", torch.float64).numpy()
+    return last, average, losses, rejected, scale * lr
+
+
+def _psnr(sharp: np.ndarray, image: np.ndarray) -> float:
+    from .metrics import psnr
+
+    if not np.all(np.isfinite(image)):
+        return float("nan")
+    return float(psnr(sharp, image, data_range=1.0))
+
+
+def _loss_psnr(mse: float) -> float:
+    if not math.isfinite(mse):
+        return float("nan")
+    return 10.0 * math.log10(1.0 / mse) if mse > 0 else float("inf")
+
+
+def _restore(blurred: np.ndarray, canon: np.ndarray, device, dtype) -> np.ndarray:
+    y = torch.from_numpy(blurred)[None].to(device=device, dtype=dtype)
+    # a shared kernel is (1, kh, kw) here; 2-D it serves any number of channels
+    k = torch.from_numpy(canon[0] if canon.shape[0] == 1 else canon)
+    k = k.to(device=device, dtype=dtype)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return inverse_causal_conv2d(y, k)[0].to("cpu", torch.float64).numpy()
+
+
+def _evaluate(canon_pairs, canon, margin, device, dtype) -> tuple[float, list[float]]:
+    """Restore whole images with ``canon``: the loss, and each pair's PSNR.
+
+    The loss is the mean squared error outside the margin, over all pairs'
+    pixels (the objective of the descent, on whole images); the PSNRs are of
+    the restorations clipped to [0, 1], as an image file would hold them.
+    """
+    mr, mc = margin
+    total, count, psnrs = 0.0, 0, []
+    for x, y in canon_pairs:
+        restored = _restore(y, canon, device, dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            total += float(np.square(restored - x)[:, mr:, mc:].sum())
+            count += restored[:, mr:, mc:].size
+            psnrs.append(_psnr(x, np.clip(restored, 0.0, 1.0)))
+    loss = total / count if count else 0.0
+    return (loss if math.isfinite(loss) else math.inf), psnrs
 
 
 def fit_kernel(
@@ -519,6 +725,7 @@ def fit_kernel(
     border: str = "sharp",
     resample_every: int | None = None,
     check_every: int = 10,
+    threads: int | None = 1,
     dtype: torch.dtype | None = None,
     callback: Callable[[int, float, float], None] | None = None,
 ) -> FitResult:
@@ -567,6 +774,11 @@ def fit_kernel(
         Adam.
     check_every : int
         Steps between stability checks of the kernel being learnt.
+    threads : int or None
+        CPU threads for torch and numba while fitting, restored afterwards;
+        ``None`` keeps the process's settings.  The default 1 suits the small
+        solves of a batch of crops, which threads slow down more than they
+        speed up (seven times slower on two busy cores).
     dtype : torch.dtype, optional
         Default float64 on the CPU, float32 elsewhere.
     callback : callable, optional
@@ -591,8 +803,8 @@ def fit_kernel(
     the shape of its tail loosely.  L-BFGS copes with that and is the
     default; from the identity on noise-free pairs it reaches the true kernel
     where Adam, which rescales each tap but not the directions that mix
-    them, stalls far from it.  Adam's small steps still do well when the
-    start is already close, as the least-squares kernel is.
+    them, stalls far from it.  On noisy pairs L-BFGS also gains the most over
+    the least-squares start, which the inverse's noise gain penalises.
 
     Two guards keep the kernel invertible and stable: after each step the
     anchor is held at or above ``ANCHOR_FLOOR`` times the taps' absolute sum,
@@ -600,7 +812,15 @@ def fit_kernel(
     checked (at once when the anchor dominates the other taps, else with
     :func:`deblur.kernel.stability`).  A kernel that turned unstable, or a
     non-finite loss, goes back to the last kernel that passed a check, the
-    optimiser restarts and the learning rate halves.
+    optimiser restarts and the learning rate halves.  A least-squares start
+    that is unstable is replaced by the identity (see ``FitResult.notes``).
+
+    Each batch of crops pulls the kernel towards that batch's optimum, so
+    the kernels at the ends of the batches of the second half are also
+    averaged.  The result is whichever of the last kernel, that average and
+    the start restores the whole training images best (the same loss, on
+    whole images): the average wins on noisy pairs, the last kernel when the
+    descent is still converging, and the start only if the descent failed.
 
     The restored images are clipped to [0, 1] before they are scored; PSNRs
     use ``data_range`` 1 (the same number as on the 0-255 scale).
@@ -621,11 +841,14 @@ def fit_kernel(
     kh, kw = _kernel_size(kernel_size)
     mr, mc = _margin(margin, kh, kw)
     for name, value, choices in (
-        ("init", init, INITS), ("border", border, BORDERS),
+        ("init", init, INITS),
+        ("border", border, BORDERS),
         ("optimizer", optimizer, OPTIMIZERS),
     ):
         if value not in choices:
-            raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+            raise ValueError(
+                f"{name} must be one of {', '.join(choices)}, got {value!r}"
+            )
     every = resample_every or (10 if optimizer == "lbfgs" else 1)
     if num_steps < 0 or min(batch, check_every, every, crop) < 1:
         raise ValueError(
@@ -636,6 +859,8 @@ def fit_kernel(
     lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive number, got {lr}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1 or None, got {threads}")
     items = [_as_pair(p, i) for i, p in enumerate(pairs)]
     held = [_as_pair(p, i) for i, p in enumerate(holdout)]
     if not items:
@@ -645,114 +870,98 @@ def fit_kernel(
     if dtype is None:
         dtype = torch.float64 if device.type == "cpu" else torch.float32
 
-    # the canonical frame, and the start
     train = [(_planes(p.sharp, anchor), _planes(p.blurred, anchor)) for p in items]
     tests = [(_planes(p.sharp, anchor), _planes(p.blurred, anchor)) for p in held]
-    lstsq = _lstsq_canonical(train, C, kh, kw, mr, mc)
-    lstsq = lstsq[None] if C is None else lstsq
-    notes = []
-    start = lstsq if init == "lstsq" else _identity(lstsq.shape[0], kh, kw)
-    if not _is_stable(start):
-        notes.append(
-            "the least-squares kernel is unstable for the exact inverse; the "
-            "descent started from the identity"
-        )
-        start = _identity(lstsq.shape[0], kh, kw)
-
-    # crops: one size for all pairs, larger than the margin
-    ch = min(crop, *(x.shape[1] for x, _ in train))
-    cw = min(crop, *(x.shape[2] for x, _ in train))
-    if num_steps and (ch <= mr or cw <= mc):
+    batches = _Batches(
+        train, crop, batch, (mr, mc), (kh, kw), border, device, dtype, C is not None
+    )
+    if num_steps and (batches.h <= mr or batches.w <= mc):
         raise ValueError(
-            f"crops of {ch}x{cw} leave nothing outside the margin of {mr} rows "
-            f"and {mc} columns; use a larger crop (or images), or a smaller margin"
+            f"crops of {batches.h}x{batches.w} leave nothing outside the margin "
+            f"of {mr} rows and {mc} columns; use a larger crop (or images), or a "
+            "smaller margin"
         )
-    sharp_t = [torch.from_numpy(x).to(device, dtype) for x, _ in train]
-    blurred_t = [torch.from_numpy(y).to(device, dtype) for _, y in train]
-    sharp_pad = [F.pad(x, (kw - 1, 0, kh - 1, 0)) for x in sharp_t]
-    by_channel = C is not None
 
-    def draw(rng):
-        picks = []
-        for n in rng.integers(len(train), size=batch).tolist():
-            H, W = sharp_t[n].shape[1:]
-            picks.append((n, int(rng.integers(H - ch + 1)), int(rng.integers(W - cw + 1))))
-        blurred = _crops(blurred_t, picks, ch, cw, by_channel)
-        sharp = _crops(sharp_t, picks, ch, cw, by_channel)
-        windows = None
-        if border == "sharp":
-            windows = _crops(sharp_pad, picks, ch + kh - 1, cw + kw - 1, by_channel)
-            windows[..., kh - 1 :, kw - 1 :] = 0.0
-        return blurred, sharp, windows
+    with _threads(threads):
+        # the start
+        lstsq = _lstsq_canonical(train, C, kh, kw, mr, mc)
+        lstsq = lstsq[None] if C is None else lstsq
+        notes = []
+        start = lstsq if init == "lstsq" else _identity(lstsq.shape[0], kh, kw)
+        if not _is_stable(start):
+            notes.append(
+                "the least-squares kernel is unstable for the exact inverse; the "
+                "descent started from the identity"
+            )
+            start = _identity(lstsq.shape[0], kh, kw)
 
-    def crop_loss(kernel, blurred, sharp, windows):
-        if windows is not None:
-            blurred = blurred - _border_correction(windows, kernel)
-        error = inverse_causal_conv2d(blurred, kernel) - sharp
-        return error[..., mr:, mc:].square().mean()
+        # the descent
+        last, average, losses, rejected, final_lr = _descend(
+            start,
+            batches,
+            optimizer=optimizer,
+            num_steps=num_steps,
+            lr=lr,
+            every=every,
+            check_every=check_every,
+            seed=seed,
+            device=device,
+            dtype=dtype,
+            callback=callback,
+        )
 
-    # the descent
-    kernel = torch.tensor(start, dtype=dtype, device=device, requires_grad=True)
-    sign = torch.sign(kernel.detach()[:, -1, -1])
-    rng = np.random.default_rng(seed)
-    last_good = kernel.detach().clone()
-    losses: list[float] = []
-    scale, rejected, opt = 1.0, 0, None
-    for step in range(num_steps):
-        if step % every == 0:
-            data = draw(rng)
-            if optimizer == "lbfgs":
-                opt = None  # a new objective: drop the curvature history
-        if opt is None:
-            opt = _optimizer(optimizer, kernel, scale * lr)
-        if optimizer == "adam":
-            cosine = 0.5 * (1.0 + math.cos(math.pi * step / num_steps))
-            opt.param_groups[0]["lr"] = scale * lr * cosine
+        # the result: whichever of the last kernel, the average and the start
+        # restores the whole training images best
+        def evaluate(canon, pairs=train):
+            return _evaluate(pairs, canon, (mr, mc), device, dtype)
 
-        def closure():
-            opt.zero_grad()
-            loss = crop_loss(kernel, *data)
-            loss.backward()
-            return loss
+        fit_lstsq = evaluate(lstsq)
+        candidates = [(evaluate(last), 0, last)]
+        if average is not None and _is_stable(average):
+            candidates.append((evaluate(average), 1, average))
+        same_start = start is lstsq
+        candidates.append((fit_lstsq if same_start else evaluate(start), 2, start))
+        (_, train_refined), chosen, refined = min(candidates, key=lambda c: c[0][0])
+        selected = ("last", "average", "start")[chosen]
+        if chosen == 2 and num_steps:
+            notes.append(
+                "the descent did not improve on its start over the whole training "
+                "images; the start was kept"
+            )
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            value = float(opt.step(closure).detach())
-        losses.append(value)
+        # scores on whole images, and the kernels in the user's frame
+        train_scores = [
+            PairScore(p.name, _psnr(x, y), a, b)
+            for p, (x, y), a, b in zip(items, train, fit_lstsq[1], train_refined)
+        ]
+        held_lstsq = evaluate(lstsq, tests)[1]
+        held_refined = evaluate(refined, tests)[1]
+        held_scores = [
+            PairScore(p.name, _psnr(x, y), a, b)
+            for p, (x, y), a, b in zip(held, tests, held_lstsq, held_refined)
+        ]
+        final = _uncanonical(refined[0] if C is None else refined, anchor)
+        start_fit = _uncanonical(lstsq[0] if C is None else lstsq, anchor)
+        verdicts = (
+            stability(Kernel(final, anchor)),
+            stability(Kernel(start_fit, anchor)),
+        )
 
-        # keep the kernel invertible and stable
-        good = math.isfinite(value) and bool(torch.isfinite(kernel).all())
-        if good:
-            with torch.no_grad():
-                floor = ANCHOR_FLOOR * kernel.abs().sum(dim=(-2, -1))
-                held_up = sign * kernel[:, -1, -1] < floor
-                if bool(held_up.any()):
-                    kernel[:, -1, -1] = torch.where(held_up, sign * floor, kernel[:, -1, -1])
-                    opt = None if optimizer == "lbfgs" else opt
-        if good and ((step + 1) % check_every == 0 or step + 1 == num_steps):
-            good = _is_stable(kernel.detach().to("cpu", torch.float64).numpy())
-            if good:
-                last_good = kernel.detach().clone()
-        if not good:
-            rejected += 1
-            scale *= 0.5
-            with torch.no_grad():
-                kernel.copy_(last_good)
-            opt = None
-        if callback is not None:
-            callback(step + 1, value, _loss_psnr(value))
-
-    # scores on whole images, in the user's frame
-    refined = last_good.to("cpu", torch.float64).numpy()
-    train_scores = _scores(items, train, lstsq, refined, device, dtype)
-    held_scores = _scores(held, tests, lstsq, refined, device, dtype)
-    final = _uncanonical(refined[0] if C is None else refined, anchor)
-    start_fit = _uncanonical(lstsq[0] if C is None else lstsq, anchor)
     settings = {
-        "kernel_size": [kh, kw], "per_channel": per_channel, "anchor": anchor,
-        "num_steps": num_steps, "lr": lr, "crop": [ch, cw], "batch": batch,
-        "margin": [mr, mc], "init": init, "optimizer": optimizer, "seed": seed,
-        "border": border, "resample_every": every, "dtype": str(dtype),
+        "kernel_size": [kh, kw],
+        "per_channel": per_channel,
+        "anchor": anchor,
+        "num_steps": num_steps,
+        "lr": lr,
+        "crop": [batches.h, batches.w],
+        "batch": batch,
+        "margin": [mr, mc],
+        "init": init,
+        "optimizer": optimizer,
+        "seed": seed,
+        "border": border,
+        "resample_every": every,
+        "dtype": str(dtype).replace("torch.", ""),
         "device": str(device),
     }
     return FitResult(
@@ -762,16 +971,11 @@ def fit_kernel(
         losses=losses,
         train=train_scores,
         holdout=held_scores,
-        stability=stability(Kernel(final, anchor)),
-        stability_lstsq=stability(Kernel(start_fit, anchor)),
+        stability=verdicts[0],
+        stability_lstsq=verdicts[1],
         rejected_steps=rejected,
-        final_lr=scale * lr,
+        final_lr=final_lr,
+        selected=selected,
         settings=settings,
         notes=notes,
     )
-
-
-def _loss_psnr(mse: float) -> float:
-    if not math.isfinite(mse):
-        return float("nan")
-    return 10.0 * math.log10(1.0 / mse) if mse > 0 else float("inf")

@@ -181,8 +181,9 @@ def _read_array(path: Path) -> np.ndarray:
                     "without unpickling, save the kernel as a plain float array"
                 ) from None
             raise KernelError(f"{path}: not a valid .npy file ({exc})") from None
-        except (OSError, EOFError) as exc:
-            raise KernelError(f"{path}: cannot read the .npy file ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - OSError, EOFError, a bad header's TokenError
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise KernelError(f"{path}: cannot read the .npy file ({reason})") from None
         if array.dtype.kind not in "fiu":
             raise KernelError(
                 f"{path}: holds {array.dtype} values, expected numbers"

@@ -162,4 +162,3 @@ class InverseCausalConv2d(nn.Module):
             f"{self.channels}, kernel_size=({kh}, {kw}), mixing={self.mixing}, "
             f"anchor={self.anchor!r}"
         )
-

@@ -19,6 +19,9 @@ __all__ = [
     "Source",
     "find_images",
     "output_path",
+    "output_targets",
+    "is_under",
+    "glob_root",
     "ReferenceIndex",
     "pair_files",
 ]
@@ -58,7 +61,8 @@ def _walk(folder: Path) -> list[Path]:
     return found
 
 
-def _glob_root(pattern: str) -> Path:
+def glob_root(pattern: str) -> Path:
+    """The part of a glob pattern before its first wildcard."""
     parts = []
     for part in Path(pattern).parts:
         if glob.has_magic(part):
@@ -91,7 +95,7 @@ def find_images(inputs: list[str | Path]) -> list[Source]:
         elif path.exists():
             sources.append(Source(path, PurePosixPath(path.name)))
         elif glob.has_magic(text):
-            root = _glob_root(text)
+            root = glob_root(text)
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
             files = [m for m in matches if m.is_file() and _is_image(m)]
             if not files:
@@ -122,6 +126,38 @@ def output_path(source: Source, out_dir: Path, suffix: str | None = None) -> Pat
     return target
 
 
+def output_targets(
+    sources: list[Source], out_dir: Path, suffix: str | None = None
+) -> list[Path]:
+    """Every source's output path, in order.
+
+    Raises
+    ------
+    PathError
+        If two sources would be written to one file (``x.png`` and ``x.jpg``
+        both become ``x.tif`` with a ``.tif`` suffix).
+    """
+    targets = [output_path(s, out_dir, suffix) for s in sources]
+    seen: dict[Path, Source] = {}
+    for source, target in zip(sources, targets):
+        if target in seen:
+            raise PathError(
+                f"{seen[target].path} and {source.path} would both be written as "
+                f"{target}; rename one, or restore them into different --out folders"
+            )
+        seen[target] = source
+    return targets
+
+
+def is_under(path: Path, folder: Path) -> bool:
+    """True if ``path`` lies inside ``folder`` (symbolic links resolved)."""
+    try:
+        Path(path).resolve().relative_to(Path(folder).resolve())
+    except ValueError:
+        return False
+    return True
+
+
 class ReferenceIndex:
     """Sharp references found by relative name, ignoring the extension.
 
@@ -146,6 +182,12 @@ class ReferenceIndex:
             self.single = self.root
         else:
             raise PathError(f"{self.root}: reference not found")
+
+    def paths(self) -> set[Path]:
+        """Every reference file, resolved (no output may replace one)."""
+        if self.single is not None:
+            return {self.single.resolve()}
+        return {p.resolve() for hits in self.by_key.values() for p in hits}
 
     def find(self, source: Source) -> tuple[Path | None, str | None]:
         """Return ``(reference, None)`` or ``(None, why not)``."""

@@ -36,6 +36,7 @@ __all__ = [
     "RestoreError",
     "RestoreOptions",
     "failed_record",
+    "file_error",
     "one_line",
     "resolve_device",
     "restore_array",
@@ -180,7 +181,13 @@ def _quantised(data: np.ndarray, bit_depth: int) -> np.ndarray:
     return np.rint(np.clip(data, 0.0, 1.0) * top) / top
 
 
-def _score(record: dict, sharp: np.ndarray, blurred: np.ndarray, restored: np.ndarray, top: float):
+def _score(
+    record: dict,
+    sharp: np.ndarray,
+    blurred: np.ndarray,
+    restored: np.ndarray,
+    top: float,
+):
     from .metrics import psnr, ssim
 
     record["psnr_before"] = psnr(sharp * top, blurred * top, data_range=top)
@@ -218,6 +225,36 @@ def _solve(source: Path, image, options: RestoreOptions) -> tuple[np.ndarray, di
             f"{source}: the {options.method} solve failed on {_where(options.device)} "
             f"({type(exc).__name__}: {one_line(exc)}); nothing written{hint}"
         ) from exc
+
+
+def _check_storable(source: Path, output: Path, image, depth: int) -> None:
+    """Refuse, before solving, an output format that cannot hold the result.
+
+    This happens when a file's name does not match its content (a float32
+    TIFF named ``.jpg``): the output takes the input's name.
+    """
+    from .imageio import WRITE_SUFFIXES
+
+    fmt = WRITE_SUFFIXES.get(output.suffix.lower())
+    real = (
+        f" (it is a {image.format} file)"
+        if image.format and image.format != fmt
+        else ""
+    )
+    if image.alpha is not None and fmt in ("JPEG", "BMP"):
+        raise RestoreError(
+            f"{source}: an image with alpha cannot be written as {output.name}{real}: "
+            f"{fmt} holds no alpha; rename the input for its format (.png or .tif)"
+        )
+    if depth == 32 and fmt != "TIFF" or depth == 16 and fmt in ("JPEG", "BMP"):
+        label = "float32" if depth == 32 else f"{depth}-bit"
+        holds = "8-bit samples only" if fmt in ("JPEG", "BMP") else "no float32"
+        need = ".tif" if depth == 32 else ".png or .tif"
+        raise RestoreError(
+            f"{source}: {label} samples cannot be written as {output.name}{real}: "
+            f"{fmt} holds {holds}; rename the input for its format ({need}), or "
+            "pass --bit-depth 8"
+        )
 
 
 def _check_result(source: Path, restored, image, options: RestoreOptions, depth: int):
@@ -322,47 +359,16 @@ def restore_file(
     exception becomes the file's error with its type; ``--verbose`` logs its
     traceback.
     """
-    from .imageio import ImageError
-
     source, output = Path(source), Path(output)
     start = time.perf_counter()
     record = _new_record(source, output, reference, options.method)
     stage = ["checking"]
     try:
         _restore(record, stage, source, output, options, reference, reference_error)
-    except (RestoreError, ImageError, KernelError) as exc:
-        record["error"] = _named(one_line(exc), source, output)
-    except FileExistsError:
-        # another run wrote the output between our check and our rename
-        record["error"] = f"{output}: output exists; pass --overwrite to replace it"
-    except OSError as exc:
-        what = "not written" if stage[0] == "writing" else f"failed while {stage[0]}"
-        reason = exc.strerror or one_line(exc)
-        record["error"] = f"{output if stage[0] == 'writing' else source}: {what} ({reason})"
-    except MemoryError:
-        size = f" ({record['width']}x{record['height']}x{record['channels']})" if "width" in record else ""
-        record["error"] = (
-            f"{source}: out of memory while {stage[0]}{size}; nothing written; free "
-            "memory, or lower --max-pixels to skip images this large"
-        )
-    except ValueError as exc:
-        record["error"] = _named(one_line(exc), source, output)
-    except Exception as exc:
-        log.debug("unexpected error on %s", source, exc_info=True)
-        record["error"] = (
-            f"{source}: unexpected {type(exc).__name__} while {stage[0]}: "
-            f"{one_line(exc)}; nothing written (--verbose shows the traceback)"
-        )
+    except Exception as exc:  # noqa: BLE001 - any failure is this file's one line
+        record["error"] = file_error(exc, stage[0], source, output, record)
     except BaseException as exc:
-        record["seconds"] = time.perf_counter() - start
-        if record["output"] is None:
-            record["error"] = f"{source}: interrupted while {stage[0]}; nothing written"
-        else:
-            record["notes"].append(f"interrupted while {stage[0]}; output complete")
-        try:
-            exc.record = record
-        except AttributeError:  # pragma: no cover - exceptions without __dict__
-            pass
+        _interrupted(exc, record, stage[0], start)
         raise
     record["seconds"] = time.perf_counter() - start
     for key in ("psnr_before", "psnr_after"):
@@ -370,6 +376,58 @@ def restore_file(
         if v is not None and not math.isfinite(v):
             record["notes"].append(f"{key} is infinite: identical to the reference")
     return record
+
+
+def file_error(
+    exc: Exception, stage: str, source: Path, output: Path, record: dict | None = None
+) -> str:
+    """One line for what went wrong with one file, naming the file.
+
+    ``stage`` is what was being done (``reading``, ``solving``, ``writing``,
+    ``scoring``).  Expected failures keep their message; anything else gets
+    its exception type and is logged with its traceback at debug level.
+    """
+    from .imageio import ImageError
+
+    if isinstance(exc, (RestoreError, ImageError, KernelError)):
+        return _named(one_line(exc), source, output)
+    if isinstance(exc, FileExistsError):
+        # another run wrote the output between our check and our rename
+        return f"{output}: output exists; pass --overwrite to replace it"
+    if isinstance(exc, OSError):
+        reason = exc.strerror or one_line(exc)
+        if stage == "writing":
+            return f"{output}: not written ({reason}); nothing left behind"
+        return f"{source}: failed while {stage} ({reason})"
+    if isinstance(exc, MemoryError):
+        r = record or {}
+        size = f" ({r['width']}x{r['height']}x{r['channels']})" if "width" in r else ""
+        return (
+            f"{source}: out of memory while {stage}{size}; nothing written; free "
+            "memory, or lower --max-pixels to skip images this large"
+        )
+    if isinstance(exc, ValueError):
+        return _named(one_line(exc), source, output)
+    log.debug("unexpected error on %s", source, exc_info=exc)
+    return (
+        f"{source}: unexpected {type(exc).__name__} while {stage}: "
+        f"{one_line(exc)}; nothing written (--verbose shows the traceback)"
+    )
+
+
+def _interrupted(exc: BaseException, record: dict, stage: str, start: float) -> None:
+    """Mark a record cut short by ``exc`` and attach it to the exception."""
+    record["seconds"] = time.perf_counter() - start
+    if record.get("output") is None:
+        record["error"] = (
+            f"{record['input']}: interrupted while {stage}; nothing written"
+        )
+    else:
+        record["notes"].append(f"interrupted while {stage}; output complete")
+    try:
+        exc.record = record
+    except AttributeError:  # pragma: no cover - exceptions without __dict__
+        pass
 
 
 def _named(message: str, source: Path, output: Path) -> str:
@@ -414,6 +472,9 @@ def _restore(record, stage, source, output, options, reference, reference_error)
             "kernel or one with a kernel per channel of this image"
         )
 
+    depth = _output_depth(options.bit_depth, image)
+    _check_storable(source, output, image, depth)
+
     # solve, then refuse anything that would make a wrong file
     stage[0] = "solving"
     solve_start = time.perf_counter()
@@ -421,13 +482,15 @@ def _restore(record, stage, source, output, options, reference, reference_error)
     record["solve_seconds"] = time.perf_counter() - solve_start
     if used:
         record["params"] = used
-    depth = _output_depth(options.bit_depth, image)
     _check_result(source, restored, image, options, depth)
 
     # write (atomically; refuses a file that appeared meanwhile unless --overwrite)
     stage[0] = "writing"
     info = write_image(
-        output, restored, like=image, bit_depth=options.bit_depth,
+        output,
+        restored,
+        like=image,
+        bit_depth=options.bit_depth,
         overwrite=options.overwrite,
     )
     record["output"] = str(output)
@@ -440,7 +503,7 @@ def _restore(record, stage, source, output, options, reference, reference_error)
     if reference is not None:
         try:
             _reference_scores(record, reference, image, restored, depth, kwargs)
-        except Exception as exc:  # a scoring bug must not fail a written file
+        except Exception as exc:  # scoring must not fail a written file
             log.debug("scoring %s failed", source, exc_info=True)
             msg = f"reference not scored: {type(exc).__name__}: {one_line(exc)}"
             record["notes"].append(msg)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .imageio import read_image, write_image
 from .kernel import Kernel
 from .ops import causal_conv2d
 
@@ -40,7 +41,11 @@ def blur_array(
             )
         if weights.dim() == 4:
             raise ValueError("a centred channel-mixing kernel is not supported")
-        w = weights.expand(C, kh, kw).unsqueeze(1) if weights.dim() == 2 else weights.unsqueeze(1)
+        w = (
+            weights.expand(C, kh, kw).unsqueeze(1)
+            if weights.dim() == 2
+            else weights.unsqueeze(1)
+        )
         padded = F.pad(image, (kw // 2, kw // 2, kh // 2, kh // 2))
         out = F.conv2d(padded, w, groups=C)
     else:
@@ -53,24 +58,62 @@ def blur_array(
 
 
 def blur_file(
-    source: Path, output: Path, kernel: Kernel, *, noise: float = 0.0,
-    bit_depth="same", seed: int | None = 0, overwrite: bool = False,
+    source: Path,
+    output: Path,
+    kernel: Kernel,
+    *,
+    noise: float = 0.0,
+    bit_depth="same",
+    seed: int | None = 0,
+    overwrite: bool = False,
+    max_pixels: int | None = None,
 ) -> dict:
-    """Blur one image file into ``output``; return a record (``error`` on failure)."""
-    from .imageio import ImageError, read_image, write_image
+    """Blur one image file into ``output`` and return its record; never raise.
 
-    record = {"input": str(source), "output": None, "clipped": None, "error": None}
+    The record holds ``input``, ``output`` (``None`` unless written), the
+    share of ``clipped`` values, ``seconds``, ``error`` (one line naming the
+    file, ``None`` when it went well) and ``notes`` (conversions on reading).
+    ``max_pixels`` as for :class:`deblur.restore.RestoreOptions` (0 lifts the
+    limit).  The output is written atomically; only an interruption passes
+    through, with the partial record as ``exc.record``.
+    """
+    import time
+
+    from .restore import _interrupted, file_error
+
+    source, output = Path(source), Path(output)
+    start = time.perf_counter()
+    record = {
+        "input": str(source),
+        "output": None,
+        "clipped": None,
+        "seconds": None,
+        "error": None,
+        "notes": [],
+    }
+    stage = "checking"
     try:
         if output.exists() and not overwrite:
             raise ValueError(f"{output}: output exists; pass --overwrite to replace it")
         if output.resolve() == source.resolve():
             raise ValueError(f"{output}: output would overwrite its input")
-        image = read_image(source)
+        stage = "reading"
+        kwargs = {} if max_pixels is None else {"max_pixels": max_pixels or None}
+        image = read_image(source, **kwargs)
+        record["notes"] += list(image.notes)
+        stage = "blurring"
         blurred = blur_array(image.data, kernel, noise, seed)
+        stage = "writing"
         output.parent.mkdir(parents=True, exist_ok=True)
-        info = write_image(output, blurred, like=image, bit_depth=bit_depth)
+        info = write_image(
+            output, blurred, like=image, bit_depth=bit_depth, overwrite=overwrite
+        )
         record["output"] = str(output)
         record["clipped"] = info.clipped / max(info.total, 1)
-    except (ImageError, ValueError, OSError) as exc:
-        record["error"] = f"{source}: {exc}" if str(source) not in str(exc) else str(exc)
+    except Exception as exc:  # noqa: BLE001 - any failure is this file's one line
+        record["error"] = file_error(exc, stage, source, output, record)
+    except BaseException as exc:
+        _interrupted(exc, record, stage, start)
+        raise
+    record["seconds"] = time.perf_counter() - start
     return record

@@ -9,12 +9,14 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from deblur.ops import ANCHORS, causal_conv2d, inverse_causal_conv2d
-from deblur.ops import _numba
+from deblur.ops import ANCHORS, _numba, causal_conv2d, inverse_causal_conv2d
 from deblur.ops.dense import dense_matrix
 from deblur.ops.solve import causal_kernel_grad, causal_solve, causal_solve_transpose
 
-TOL = {torch.float32: dict(rtol=1e-4, atol=2e-5), torch.float64: dict(rtol=1e-10, atol=1e-11)}
+TOL = {
+    torch.float32: dict(rtol=1e-4, atol=2e-5),
+    torch.float64: dict(rtol=1e-10, atol=1e-11),
+}
 KERNEL_SIZES = [(1, 1), (2, 3), (3, 3), (5, 5), (1, 4), (4, 1)]
 IMAGE_SIZES = [(7, 9), (5, 5), (1, 8), (8, 1), (1, 1)]
 FORMS = ["shared", "per-channel", "mixing"]
@@ -149,7 +151,9 @@ def test_causal_conv2d_after_inverse_is_identity(form, anchor):
 
     x = inverse_causal_conv2d(y, kernel, anchor)
 
-    torch.testing.assert_close(causal_conv2d(x, kernel, anchor), y, **TOL[torch.float32])
+    torch.testing.assert_close(
+        causal_conv2d(x, kernel, anchor), y, **TOL[torch.float32]
+    )
 
 
 @pytest.mark.parametrize("anchor", ANCHORS)
@@ -180,12 +184,11 @@ def test_causal_solve_transpose_matches_dense_adjoint(form):
 # -- threads: one plane is cut into strips that run as a wavefront ---------------
 
 
-@pytest.mark.skipif(
-    numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads"
-)
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
+@pytest.mark.parametrize("strips", [2, 3])
 @pytest.mark.parametrize("transpose", [False, True], ids=["solve", "transpose"])
 @pytest.mark.parametrize("form", FORMS)
-def test_solver_two_threads_equal_one_thread(form, transpose):
+def test_solver_strip_wavefront_equals_one_thread(form, transpose, strips, monkeypatch):
     C = 1 if form == "shared" else 3
     kernel = _kernel(form, C, 3, 5)
     canon = kernel.unsqueeze(0) if kernel.dim() == 2 else kernel
@@ -198,7 +201,8 @@ def test_solver_two_threads_equal_one_thread(form, transpose):
         numba.set_num_threads(1)
         one = solve(y_np, canon.numpy(), transpose=transpose)
         numba.set_num_threads(2)
-        assert _numba._split(y_np.shape[0], 300, 70)[0] == 2  # strips are used
+        # column strips of 100 or 150 and blocks of 16 rows, 5 waves of them
+        monkeypatch.setattr(_numba, "_split", lambda *args: (strips, 16))
         two = solve(y_np, canon.numpy(), transpose=transpose)
     finally:
         numba.set_num_threads(before)
@@ -207,6 +211,14 @@ def test_solver_two_threads_equal_one_thread(form, transpose):
     if not transpose:
         x = torch.from_numpy(two).reshape(y.shape)
         torch.testing.assert_close(causal_conv2d(x, kernel), y)
+
+
+def test_split_gives_every_thread_work_on_one_gray_plane():
+    if numba.get_num_threads() < 2:
+        pytest.skip("one numba thread: nothing to split")
+    strips, row_block = _numba._split(1, 1024, 1024, 1.3)
+
+    assert strips >= 2 and row_block < 1024
 
 
 # -- gradients ------------------------------------------------------------------
@@ -234,8 +246,8 @@ def test_inverse_causal_conv2d_gradcheck(form, anchor):
 
 def test_inverse_causal_conv2d_float32_gradients_match_float64():
     kernel = _kernel("per-channel", 3, 5, 5)
-    y = _image(1, 3, 200, 230)
-    upstream = _image(1, 3, 200, 230, seed=5)
+    y = _image(1, 3, 96, 160)
+    upstream = _image(1, 3, 96, 160, seed=5)
     grads = {}
     for dtype in (torch.float32, torch.float64):
         yy = y.to(dtype).requires_grad_()
@@ -267,18 +279,22 @@ def test_causal_solve_opcheck(op):
 def test_causal_kernel_grad_opcheck():
     for y, kernel in _canonical_samples():
         solution = _image(*y.shape, dtype=y.dtype, seed=3)
-        torch.library.opcheck(causal_kernel_grad, (y.detach(), solution, kernel.detach()))
+        torch.library.opcheck(
+            causal_kernel_grad, (y.detach(), solution, kernel.detach())
+        )
 
 
+@pytest.mark.parametrize("kernel_size", [(3, 2), (5, 5), (2, 7), (1, 4), (6, 9)])
 @pytest.mark.parametrize("form", FORMS)
-def test_causal_kernel_grad_matches_dense_correlation(form):
-    kernel = _kernel(form, 3, 3, 2)
+def test_causal_kernel_grad_matches_autograd_of_the_blur(form, kernel_size):
+    # (5, 5), (2, 7) and (6, 9) are taller or wider than the 4 x 6 image
+    kernel = _kernel(form, 3, *kernel_size)
     canon = kernel.unsqueeze(0) if kernel.dim() == 2 else kernel
-    grad, solution = _image(2, 3, 6, 7), _image(2, 3, 6, 7, seed=4)
+    grad, solution = _image(2, 3, 4, 6), _image(2, 3, 4, 6, seed=4)
 
     out = causal_kernel_grad(grad, solution, canon)
 
-    # d<grad, K x> / dK = correlation of grad with the padded x
+    # d<grad, K x> / dK is the correlation of grad with the padded x
     weight = canon.clone().requires_grad_()
     blurred = causal_conv2d(solution, weight if kernel.dim() > 2 else weight[0])
     (-(grad * blurred).sum()).backward()
@@ -325,7 +341,9 @@ def test_inverse_causal_conv2d_non_contiguous_gradient_flows():
     # sum() sends back an expanded (stride 0) gradient
     inverse_causal_conv2d(y.transpose(-1, -2), kernel).sum().backward()
 
-    expected = _dense_solve(torch.ones(1, 3, 12, 10), kernel.detach(), "bottom-right", True)
+    expected = _dense_solve(
+        torch.ones(1, 3, 12, 10), kernel.detach(), "bottom-right", True
+    )
     torch.testing.assert_close(y.grad, expected.transpose(-1, -2))
     assert torch.isfinite(kernel.grad).all()
 

@@ -10,5 +10,7 @@ from . import restore  # noqa: E402,F401
 from . import blur  # noqa: E402,F401
 from . import kernel  # noqa: E402,F401
 from . import compare  # noqa: E402,F401
+from . import bench  # noqa: E402,F401
+from . import fit  # noqa: E402,F401
 
 __all__ = ["app"]

@@ -8,19 +8,42 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..paths import PathError, ReferenceIndex, find_images, output_path
+from ..paths import PathError, ReferenceIndex, find_images
 from ..report import write_report
-from ..restore import METHODS, RestoreOptions, resolve_device, restore_file
+from ..restore import (
+    CLIP_NOTE,
+    METHODS,
+    RestoreOptions,
+    failed_record,
+    resolve_device,
+    restore_file,
+)
 from . import console
 from ._app import app
 from ._common import (
     ANCHOR_HELP,
     DEVICE_HELP,
+    MAX_PIXELS_HELP,
+    Job,
     Terminated,
+    check_depth_fits,
     check_out_dir,
-    on_sigterm,
+    check_report_path,
+    guard_target,
+    handle_signals,
+    interrupt_code,
+    interrupt_name,
+    kernel_header,
     open_kernel,
     parse_bit_depth,
+    parse_max_pixels,
+    plan_outputs,
+    print_results,
+    quiet_decoders,
+    run_batch,
+    skip_outputs,
+    status,
+    summarize,
 )
 
 
@@ -45,8 +68,8 @@ def results_table(results: list[dict], title: str) -> Table:
     table.add_column("clipped", justify="right")
     for r in results:
         if r["error"]:
-            table.add_row(r["input"], "", "", "", "", "", "", "", style="red")
-            table.add_row(f"  failed: {r['error']}", "", "", "", "", "", "", "", style="red")
+            # the reason is on stderr and in the report, one line each
+            table.add_row(r["input"], "failed", "", "", "", "", "", "", style="red")
             continue
         size = f"{r['width']}x{r['height']}x{r['channels']} {r['bit_depth']}-bit"
         table.add_row(
@@ -76,25 +99,50 @@ def restore(
     balance: Annotated[Optional[float], typer.Option(help="Wiener balance; by default derived from the image's estimated noise.")] = None,
     num_iter: Annotated[Optional[int], typer.Option("--num-iter", help="Richardson-Lucy iterations.")] = None,
     normalize: Annotated[bool, typer.Option("--normalize", help="Rescale the kernel so its taps sum to 1.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (never an input).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Restore even with an unstable kernel.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first file that fails.")] = False,
-    max_pixels: Annotated[Optional[int], typer.Option("--max-pixels", help="Refuse images with more pixels than this (decompression-bomb guard).")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the log (which backend ran).")] = False,
+    max_pixels: Annotated[Optional[int], typer.Option("--max-pixels", help=MAX_PIXELS_HELP)] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the log (which backend ran, tracebacks of unexpected errors).")] = False,
 ) -> None:
     """Restore blurred images with the exact inverse of their causal blur.
 
     Each input is solved for the sharp image that the kernel blurred; results
     go under --out with the input's relative layout, mode and bit depth.  With
     --reference, a table of PSNR and SSIM before and after is printed.  Exit
-    codes: 0 all went well, 1 some files failed (the rest are done), 2 bad
-    usage or an unusable kernel.
+    codes: 0 all went well, 1 some files failed (the rest are done, each
+    failure is one line and a row of the report), 2 bad usage or an unusable
+    kernel, 130 / 143 interrupted by Ctrl-C / SIGTERM (every file written is
+    complete).
     """
     console.setup_logging(verbose)
-    on_sigterm()
+    quiet_decoders(verbose)
+    with handle_signals():
+        try:
+            code = _restore(
+                inputs, kernel, out, reference, report, method, anchor, device,
+                bit_depth, balance, num_iter, normalize, overwrite, force,
+                fail_fast, max_pixels,
+            )
+        except (KeyboardInterrupt, Terminated) as exc:
+            console.error(
+                f"interrupted by {interrupt_name(exc)} before the batch could finish; "
+                "every file written is complete"
+            )
+            raise typer.Exit(interrupt_code(exc))
+    if code:
+        raise typer.Exit(code)
+
+
+def _restore(
+    inputs, kernel, out, reference, report, method, anchor, device, bit_depth,
+    balance, num_iter, normalize, overwrite, force, fail_fast, max_pixels,
+) -> int:
+    # everything that can be checked before the first image
     if method not in METHODS:
         raise console.fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     depth = parse_bit_depth(bit_depth)
+    max_pixels = parse_max_pixels(max_pixels)
     exact = method == "inverse"
     k, verdict = open_kernel(kernel, anchor, normalize=normalize, force=force, exact=exact)
     try:
@@ -104,11 +152,18 @@ def restore(
     except (PathError, ValueError) as exc:
         raise console.fail(str(exc))
     check_out_dir(out)
+    sources = skip_outputs(sources, out, inputs)
     if refs is not None and refs.single is not None and len(sources) > 1:
         raise console.fail(
             f"--reference {reference} is one file but there are {len(sources)} "
             "inputs; give a folder of references"
         )
+    check_depth_fits(sources, depth)
+    suffix = ".tif" if depth == "float32" else None
+    targets, protected = plan_outputs(sources, out, suffix)
+    if refs is not None:
+        protected |= refs.paths()
+    check_report_path(report, protected)
     params = {}
     if balance is not None:
         params["balance"] = balance
@@ -119,51 +174,51 @@ def restore(
         params=params, stability=verdict, max_pixels=max_pixels,
     )
 
-    suffix = ".tif" if depth == "float32" else None
-    results: list[dict] = []
-    interrupted = None
-    with console.progress() as bar:
-        task = bar.add_task("restoring", total=len(sources), status="")
-        try:
-            for source in sources:
-                target = output_path(source, out, suffix)
-                ref, why = refs.find(source) if refs is not None else (None, None)
-                try:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    record = {"input": str(source.path), "error": f"{target.parent}: cannot create folder ({exc.strerror})"}
-                else:
-                    record = restore_file(source.path, target, options, ref, why)
-                results.append(record)
-                if record["error"]:
-                    console.error(record["error"])
-                    if fail_fast:
-                        break
-                bar.update(task, advance=1, status=source.relative.name)
-        except KeyboardInterrupt:
-            interrupted = 130
-        except Terminated:
-            interrupted = 143
+    def job(source, target):
+        def work() -> dict:
+            why_not = guard_target(source, target, protected)
+            if why_not:
+                return failed_record(source.path, why_not, method)
+            ref, why = refs.find(source) if refs is not None else (None, None)
+            return restore_file(source.path, target, options, ref, why)
 
-    full = [dict({"seconds": None, "clipped": None}, **r) for r in results]
-    console.out.print(results_table([_fill(r) for r in full], f"deblur restore --method {method}"))
-    failed = [r for r in results if r.get("error")]
+        return Job(source, target, work)
+
+    jobs = [job(s, t) for s, t in zip(sources, targets)]
+    batch = run_batch(jobs, fail_fast=fail_fast, label="restoring", on_record=_show_notes)
+
+    results = batch.results
+    print_results(results_table([_fill(r) for r in results], f"deblur restore --method {method}"))
+    code = 0
     if report is not None:
+        header = {
+            "kernel": kernel_header(k, verdict), "method": method, "device": dev,
+            "status": status(batch),
+        }
+        if batch.interrupted is not None or batch.stopped:
+            done = {r["input"] for r in results}
+            header["not_started"] = [
+                str(s.path) for s in sources
+                if str(s.path) not in done and str(s.path) != batch.current
+            ]
         try:
-            write_report(report, results, kernel=k.describe(verdict), method=method, device=dev)
+            write_report(report, results, **header)
         except (OSError, ValueError) as exc:
             console.error(f"{report}: report not written ({exc})")
-            raise typer.Exit(2)
-    done = len(results) - len(failed)
-    if interrupted:
-        console.error(
-            f"interrupted: {done} of {len(sources)} images restored, "
-            f"{len(sources) - len(results)} not started; every written file is complete"
-        )
-        raise typer.Exit(interrupted)
-    if failed:
-        console.error(f"{len(failed)} of {len(results)} images failed")
-        raise typer.Exit(1)
+            code = 1
+    return summarize(batch, "restored", out, report) or code
+
+
+def _show_notes(record: dict) -> None:
+    """One stderr line per file that was converted on reading or not scored."""
+    if record.get("error"):
+        return
+    notes = [n for n in record.get("notes", ()) if not n.endswith(CLIP_NOTE)]
+    if record.get("reference_error"):
+        notes = [n for n in notes if n != record["reference_error"]]
+        console.warn(f"{record['input']}: {record['reference_error']}")
+    if notes:
+        console.note(f"note: {record['input']}: {'; '.join(notes)}")
 
 
 def _fill(record: dict) -> dict:

@@ -35,7 +35,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["solve_depthwise", "solve_mixing", "kernel_grad_depthwise"]
+__all__ = ["kernel_grad_depthwise", "solve_depthwise", "solve_mixing"]
 
 # FMA contraction only: no reassociation in the recurrences.
 _SOLVE = {"contract"}
@@ -45,6 +45,8 @@ _REDUCE = {"reassoc", "contract", "nsz"}
 _MIN_STRIP = 64
 # Rows per wavefront step when a plane is cut into strips.
 _ROW_BLOCK = 32
+# Below this many multiply-adds one thread is faster than waking the others.
+_SERIAL_WORK = 1 << 18
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=_SOLVE)
@@ -100,96 +102,225 @@ def _subtract_row(acc, row, weights, c0, c1, transpose):
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=_SOLVE)
-def _rows_depthwise(y, kernel, scale, x, p, kc, r0, r1, c0, c1, transpose):
-    # Solve rows [r0, r1) x columns [c0, c1) of plane p in the solve's frame
-    # (flipped in both axes when transposing), with kernel[kc] already divided
-    # by its anchor and scale[kc] = 1 / anchor.
+def _prepare_row(y, kernel, scale, x, p, kc, i, c0, c1, acc, transpose):
+    # acc <- (y - the taps on the previous kh - 1 rows) / anchor for frame row
+    # i, frame columns [c0, c1) of plane p, in _subtract_row's order; kernel
+    # is already divided by its anchor and scale[kc] = 1 / anchor.
     H = y.shape[1]
     W = y.shape[2]
     kh = kernel.shape[1]
-    kw = kernel.shape[2]
-    m = kw - 1
-    n = c1 - c0
-    step = -1 if transpose else 1
-    q0 = W - c1 if transpose else c0  # first stored column of the strip
-    first = W - 1 - c0 if transpose else c0  # stored column of frame column c0
+    ri = H - 1 - i if transpose else i
+    q0 = W - c1 if transpose else c0
     inv = scale[kc]
-    zero = y.dtype.type(0)
-    acc = np.empty(n, dtype=y.dtype)
+    src = y[p, ri, q0 : q0 + c1 - c0]
+    for t in range(c1 - c0):
+        acc[t] = src[t] * inv
+    for a in range(kh - 1):
+        r = i - (kh - 1) + a
+        if r >= 0:
+            rr = H - 1 - r if transpose else r
+            _subtract_row(acc, x[p, rr], kernel[kc, a], c0, c1, transpose)
 
-    # the row's own taps, nearest first: h1 multiplies the left neighbour
-    h1 = kernel[kc, kh - 1, kw - 2] if m >= 1 else zero
-    h2 = kernel[kc, kh - 1, kw - 3] if m >= 2 else zero
-    h3 = kernel[kc, kh - 1, kw - 4] if m >= 3 else zero
-    h4 = kernel[kc, kh - 1, kw - 5] if m >= 4 else zero
-    h5 = kernel[kc, kh - 1, kw - 6] if m >= 5 else zero
-    h6 = kernel[kc, kh - 1, kw - 7] if m >= 6 else zero
 
-    for i in range(r0, r1):
-        ri = H - 1 - i if transpose else i
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=_SOLVE)
+def _recur(row, acc, h, c0, c1, j0, transpose):
+    # Finish frame columns [j0, c1) of one row (acc holds [c0, c1)):
+    #   x[j] = acc[j] - sum_d h[d - 1] * x[j - d],  d = 1 .. len(h),
+    # far taps first.  For len(h) <= 6 the last values stay in registers
+    # (unused taps are zero); a value read back right after it was stored
+    # would wait for store-to-load forwarding on every pixel.
+    W = row.shape[0]
+    m = h.shape[0]
+    n = c1 - j0
+    if n <= 0:
+        return
+    zero = acc.dtype.type(0)
+    step = -1 if transpose else 1
+    q = W - 1 - j0 if transpose else j0  # stored column of frame column j0
+    k = c1 - 1 - j0 if transpose else j0 - c0  # its place in acc
+    if m > 6:
         for t in range(n):
-            acc[t] = y[p, ri, q0 + t] * inv
+            v = acc[k + step * t]
+            for d in range(min(m, j0 + t), 0, -1):
+                v -= h[d - 1] * row[q + step * (t - d)]
+            row[q + step * t] = v
+        return
 
-        # the previous kh - 1 rows, vectorised along the row
-        for a in range(kh - 1):
-            r = i - (kh - 1) + a
-            if r >= 0:
-                rr = H - 1 - r if transpose else r
-                _subtract_row(acc, x[p, rr], kernel[kc, a], c0, c1, transpose)
+    h1 = h[0] if m >= 1 else zero
+    h2 = h[1] if m >= 2 else zero
+    h3 = h[2] if m >= 3 else zero
+    h4 = h[3] if m >= 4 else zero
+    h5 = h[4] if m >= 5 else zero
+    h6 = h[5] if m >= 6 else zero
+    p1 = row[q - step] if j0 >= 1 and m >= 1 else zero
+    p2 = row[q - 2 * step] if j0 >= 2 and m >= 2 else zero
+    p3 = row[q - 3 * step] if j0 >= 3 and m >= 3 else zero
+    p4 = row[q - 4 * step] if j0 >= 4 and m >= 4 else zero
+    p5 = row[q - 5 * step] if j0 >= 5 and m >= 5 else zero
+    p6 = row[q - 6 * step] if j0 >= 6 and m >= 6 else zero
+    for t in range(n):
+        v = acc[k + step * t] - h6 * p6
+        v = v - h5 * p5
+        v = v - h4 * p4
+        v = v - h3 * p3
+        v = v - h2 * p2
+        v = v - h1 * p1
+        row[q + step * t] = v
+        p6 = p5
+        p5 = p4
+        p4 = p3
+        p3 = p2
+        p2 = p1
+        p1 = v
 
-        # the row's own left neighbours: a recurrence, far taps first
-        if m <= 6:
-            p1 = x[p, ri, first - step] if c0 >= 1 and m >= 1 else zero
-            p2 = x[p, ri, first - 2 * step] if c0 >= 2 and m >= 2 else zero
-            p3 = x[p, ri, first - 3 * step] if c0 >= 3 and m >= 3 else zero
-            p4 = x[p, ri, first - 4 * step] if c0 >= 4 and m >= 4 else zero
-            p5 = x[p, ri, first - 5 * step] if c0 >= 5 and m >= 5 else zero
-            p6 = x[p, ri, first - 6 * step] if c0 >= 6 and m >= 6 else zero
-            for t in range(n):
-                jq = first + step * t
-                v = acc[jq - q0] - h6 * p6
-                v = v - h5 * p5
-                v = v - h4 * p4
-                v = v - h3 * p3
-                v = v - h2 * p2
-                v = v - h1 * p1
-                x[p, ri, jq] = v
-                p6 = p5
-                p5 = p4
-                p4 = p3
-                p3 = p2
-                p2 = p1
-                p1 = v
-        else:
-            for t in range(n):
-                jq = first + step * t
-                v = acc[jq - q0]
-                for d in range(min(m, c0 + t), 0, -1):
-                    v -= kernel[kc, kh - 1, kw - 1 - d] * x[p, ri, jq - step * d]
-                x[p, ri, jq] = v
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=_SOLVE)
+def _recur_pair(row_a, acc_a, h_a, c0_a, c1_a, row_b, acc_b, h_b, c0_b, c1_b, transpose):
+    # _recur on two independent rows at once: one recurrence is a chain of
+    # dependent multiply-adds, two interleaved ones keep the FMA units busy.
+    # Up to two or four taps per row; with more, the two windows of values
+    # do not fit in the registers, and the rows run one at a time.
+    m = h_a.shape[0]
+    n = min(c1_a - c0_a, c1_b - c0_b)
+    if m > 4 or n <= 0:
+        _recur(row_a, acc_a, h_a, c0_a, c1_a, c0_a, transpose)
+        _recur(row_b, acc_b, h_b, c0_b, c1_b, c0_b, transpose)
+        return
+    W = row_a.shape[0]
+    zero = acc_a.dtype.type(0)
+    step = -1 if transpose else 1
+    qa = W - 1 - c0_a if transpose else c0_a
+    qb = W - 1 - c0_b if transpose else c0_b
+    ka = c1_a - 1 - c0_a if transpose else 0
+    kb = c1_b - 1 - c0_b if transpose else 0
+
+    a1 = h_a[0] if m >= 1 else zero
+    a2 = h_a[1] if m >= 2 else zero
+    b1 = h_b[0] if m >= 1 else zero
+    b2 = h_b[1] if m >= 2 else zero
+    u1 = row_a[qa - step] if c0_a >= 1 and m >= 1 else zero
+    u2 = row_a[qa - 2 * step] if c0_a >= 2 and m >= 2 else zero
+    v1 = row_b[qb - step] if c0_b >= 1 and m >= 1 else zero
+    v2 = row_b[qb - 2 * step] if c0_b >= 2 and m >= 2 else zero
+    if m <= 2:
+        for t in range(n):
+            u = acc_a[ka + step * t] - a2 * u2
+            v = acc_b[kb + step * t] - b2 * v2
+            u = u - a1 * u1
+            v = v - b1 * v1
+            row_a[qa + step * t] = u
+            row_b[qb + step * t] = v
+            u2 = u1
+            u1 = u
+            v2 = v1
+            v1 = v
+    else:
+        a3 = h_a[2]
+        a4 = h_a[3] if m >= 4 else zero
+        b3 = h_b[2]
+        b4 = h_b[3] if m >= 4 else zero
+        u3 = row_a[qa - 3 * step] if c0_a >= 3 else zero
+        u4 = row_a[qa - 4 * step] if c0_a >= 4 and m >= 4 else zero
+        v3 = row_b[qb - 3 * step] if c0_b >= 3 else zero
+        v4 = row_b[qb - 4 * step] if c0_b >= 4 and m >= 4 else zero
+        for t in range(n):
+            u = acc_a[ka + step * t] - a4 * u4
+            v = acc_b[kb + step * t] - b4 * v4
+            u = u - a3 * u3
+            v = v - b3 * v3
+            u = u - a2 * u2
+            v = v - b2 * v2
+            u = u - a1 * u1
+            v = v - b1 * v1
+            row_a[qa + step * t] = u
+            row_b[qb + step * t] = v
+            u4 = u3
+            u3 = u2
+            u2 = u1
+            u1 = u
+            v4 = v3
+            v3 = v2
+            v2 = v1
+            v1 = v
+
+    # the longer row's remaining columns
+    _recur(row_a, acc_a, h_a, c0_a, c1_a, c0_a + n, transpose)
+    _recur(row_b, acc_b, h_b, c0_b, c1_b, c0_b + n, transpose)
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _solve_blocks(y, kernel, tail, scale, x, a, b, transpose):
+    # Solve block a = (plane, r0, r1, c0, c1) in the solve's frame, and block
+    # b alongside it, row by row (b[0] < 0: block a alone).  tail[kc] holds
+    # the anchor row's taps, nearest first.
+    H = y.shape[1]
+    Ck = kernel.shape[0]
+    pa, ra0, ra1, ca0, ca1 = a
+    pb, rb0, rb1, cb0, cb1 = b
+    kca = pa % Ck
+    kcb = pb % Ck if pb >= 0 else 0
+    acc_a = np.empty(ca1 - ca0, dtype=y.dtype)
+    acc_b = np.empty(cb1 - cb0 if pb >= 0 else 0, dtype=y.dtype)
+    rows = ra1 - ra0
+    if pb >= 0:
+        rows = max(rows, rb1 - rb0)
+    for t in range(rows):
+        ia = ra0 + t
+        ib = rb0 + t
+        has_a = ia < ra1
+        has_b = pb >= 0 and ib < rb1
+        if has_a:
+            _prepare_row(y, kernel, scale, x, pa, kca, ia, ca0, ca1, acc_a, transpose)
+            row_a = x[pa, H - 1 - ia if transpose else ia]
+        if has_b:
+            _prepare_row(y, kernel, scale, x, pb, kcb, ib, cb0, cb1, acc_b, transpose)
+            row_b = x[pb, H - 1 - ib if transpose else ib]
+        if has_a and has_b:
+            _recur_pair(
+                row_a, acc_a, tail[kca], ca0, ca1,
+                row_b, acc_b, tail[kcb], cb0, cb1, transpose,
+            )  # fmt: skip
+        elif has_a:
+            _recur(row_a, acc_a, tail[kca], ca0, ca1, ca0, transpose)
+        elif has_b:
+            _recur(row_b, acc_b, tail[kcb], cb0, cb1, cb0, transpose)
 
 
 @njit(parallel=True, cache=True, boundscheck=False)
-def _solve_depthwise(y, kernel, scale, x, strips, row_block, transpose):
+def _solve_depthwise(y, kernel, tail, scale, x, strips, row_block, transpose):
     P, H, W = y.shape
-    Ck = kernel.shape[0]
     rows = (H + row_block - 1) // row_block
     width = (W + strips - 1) // strips
-    # block (r, s) needs (r - 1, s), (r, s - 1) and (r - 1, s - 1): a wavefront
+    # block (r, s) needs (r - 1, s), (r, s - 1) and (r - 1, s - 1), so the
+    # blocks with r + s == wave are independent: solve them two at a time
     for wave in range(rows + strips - 1):
-        for task in prange(P * strips):
-            p = task // strips
-            s = task % strips
-            r = wave - s
-            if r < 0 or r >= rows:
-                continue
-            c0 = s * width
-            c1 = min(W, c0 + width)
-            if c0 >= c1:
-                continue
-            r0 = r * row_block
-            r1 = min(H, r0 + row_block)
-            _rows_depthwise(y, kernel, scale, x, p, p % Ck, r0, r1, c0, c1, transpose)
+        s_lo = max(0, wave - rows + 1)
+        span = min(strips, wave + 1) - s_lo
+        count = P * span
+        for pair in prange((count + 1) // 2):
+            blocks = [(-1, 0, 0, 0, 0), (-1, 0, 0, 0, 0)]
+            for half in range(2):
+                index = 2 * pair + half
+                if index < count:
+                    p = index // span
+                    s = s_lo + index % span
+                    r = wave - s
+                    blocks[half] = (
+                        p,
+                        r * row_block,
+                        min(H, (r + 1) * row_block),
+                        s * width,
+                        min(W, (s + 1) * width),
+                    )
+            _solve_blocks(y, kernel, tail, scale, x, blocks[0], blocks[1], transpose)
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _solve_depthwise_serial(y, kernel, tail, scale, x, transpose):
+    P, H, W = y.shape
+    for p in range(0, P, 2):
+        b = (p + 1, 0, H, 0, W) if p + 1 < P else (-1, 0, 0, 0, 0)
+        _solve_blocks(y, kernel, tail, scale, x, (p, 0, H, 0, W), b, transpose)
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=_SOLVE)
@@ -237,7 +368,10 @@ def _rows_mixing(y, kernel, scale, x, n, r0, r1, c0, c1, transpose):
                 for ci in range(C):
                     cj = C - 1 - ci if transpose else ci
                     for d in range(reach, 0, -1):
-                        v -= kernel[c, ci, kh - 1, kw - 1 - d] * x[n, cj, ri, jq - step * d]
+                        v -= (
+                            kernel[c, ci, kh - 1, kw - 1 - d]
+                            * x[n, cj, ri, jq - step * d]
+                        )
                 for ci in range(c):
                     cj = C - 1 - ci if transpose else ci
                     v -= kernel[c, ci, kh - 1, kw - 1] * x[n, cj, ri, jq]
@@ -247,7 +381,7 @@ def _rows_mixing(y, kernel, scale, x, n, r0, r1, c0, c1, transpose):
 
 @njit(parallel=True, cache=True, boundscheck=False)
 def _solve_mixing(y, kernel, scale, x, strips, row_block, transpose):
-    B, C, H, W = y.shape
+    B, _, H, W = y.shape
     rows = (H + row_block - 1) // row_block
     width = (W + strips - 1) // strips
     for wave in range(rows + strips - 1):
@@ -266,44 +400,128 @@ def _solve_mixing(y, kernel, scale, x, strips, row_block, transpose):
             _rows_mixing(y, kernel, scale, x, n, r0, r1, c0, c1, transpose)
 
 
-@njit(parallel=True, cache=True, boundscheck=False, fastmath=_REDUCE)
-def _kernel_grad_depthwise(grad, x, kh, kw, chunks, out):
-    # out[task, a, b] = sum over the rows of one chunk of one plane of
+@njit(cache=True, nogil=True, boundscheck=False)
+def _solve_mixing_serial(y, kernel, scale, x, transpose):
+    B, _, H, W = y.shape
+    for n in range(B):
+        _rows_mixing(y, kernel, scale, x, n, 0, H, 0, W, transpose)
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=_REDUCE)
+def _kernel_grad_rows(grad, x, p, r0, r1, out):
+    # out[a, b] += sum over rows [r0, r1) of plane p of
     #   grad[p, i, j] * x[p, i - (kh-1) + a, j - (kw-1) + b]
-    # Each row's dot product is summed in the images' dtype, so that it
-    # vectorises; the rows are then summed in float64.
-    P, H, W = grad.shape
+    # Each row's dot products are summed in the images' dtype, four taps per
+    # pass over the row so that they share the loads of grad, and vectorised;
+    # the rows are then summed in float64.
+    W = grad.shape[2]
+    kh = out.shape[0]
+    kw = out.shape[1]
     zero = grad.dtype.type(0)
+    for i in range(r0, r1):
+        for a in range(kh):
+            r = i - (kh - 1) + a
+            if r < 0:
+                continue
+            src = x[p, r]
+            b = 0
+            while b < kw:
+                # tap b reads x[j - d] with d = kw - 1 - b, for j >= d
+                d = kw - 1 - b
+                if kw - b >= 4:
+                    # columns j >= d: all four taps (d, d-1, d-2, d-3) valid
+                    g = grad[p, i, d:]
+                    s0 = src[: W - d]
+                    s1 = src[1 : W - d + 1]
+                    s2 = src[2 : W - d + 2]
+                    s3 = src[3 : W - d + 3]
+                    t0 = t1 = t2 = t3 = zero
+                    for t in range(W - d):
+                        gt = g[t]
+                        t0 += gt * s0[t]
+                        t1 += gt * s1[t]
+                        t2 += gt * s2[t]
+                        t3 += gt * s3[t]
+                    # taps b+1.. also see the columns d-3 .. d-1
+                    for j in range(max(d - 3, 0), min(d, W)):
+                        gj = grad[p, i, j]
+                        if j >= d - 1:
+                            t1 += gj * src[j - d + 1]
+                        if j >= d - 2:
+                            t2 += gj * src[j - d + 2]
+                        t3 += gj * src[j - d + 3]
+                    out[a, b] += t0
+                    out[a, b + 1] += t1
+                    out[a, b + 2] += t2
+                    out[a, b + 3] += t3
+                    b += 4
+                elif kw - b >= 2:
+                    g = grad[p, i, d:]
+                    s0 = src[: W - d]
+                    s1 = src[1 : W - d + 1]
+                    t0 = t1 = zero
+                    for t in range(W - d):
+                        gt = g[t]
+                        t0 += gt * s0[t]
+                        t1 += gt * s1[t]
+                    if 1 <= d <= W:
+                        t1 += grad[p, i, d - 1] * src[0]
+                    out[a, b] += t0
+                    out[a, b + 1] += t1
+                    b += 2
+                else:
+                    g = grad[p, i, d:]
+                    s0 = src[: W - d]
+                    t0 = zero
+                    for t in range(W - d):
+                        t0 += g[t] * s0[t]
+                    out[a, b] += t0
+                    b += 1
+
+
+@njit(parallel=True, cache=True, boundscheck=False)
+def _kernel_grad_depthwise(grad, x, chunks, out):
+    P, H, _ = grad.shape
     rows = (H + chunks - 1) // chunks
     for task in prange(P * chunks):
         p = task // chunks
         r0 = (task % chunks) * rows
-        r1 = min(H, r0 + rows)
-        for i in range(r0, r1):
-            for a in range(kh):
-                r = i - (kh - 1) + a
-                if r < 0:
-                    continue
-                for b in range(kw):
-                    d = kw - 1 - b
-                    g = grad[p, i, d:]
-                    src = x[p, r, : W - d]
-                    s = zero
-                    for t in range(W - d):
-                        s += g[t] * src[t]
-                    out[task, a, b] += s
+        _kernel_grad_rows(grad, x, p, r0, min(H, r0 + rows), out[task])
 
 
-def _split(planes: int, width: int, height: int) -> tuple[int, int]:
-    """Choose column strips and a row block so that every thread has work."""
+@njit(cache=True, nogil=True, boundscheck=False)
+def _kernel_grad_depthwise_serial(grad, x, out):
+    P, H, _ = grad.shape
+    for p in range(P):
+        _kernel_grad_rows(grad, x, p, 0, H, out[p])
+
+
+def _split(
+    planes: int, width: int, height: int, pair_cost: float = 2.0
+) -> tuple[int, int]:
+    """Choose column strips and a row block so that every thread has work.
+
+    Blocks run two at a time, and a pair costs ``pair_cost`` times one block
+    alone (2 when they are not interleaved).  Each candidate number of strips
+    is scored by its wavefront steps times the busiest thread's share of one
+    step (greedy assignment); one strip means no wavefront at all.
+    """
     threads = numba.get_num_threads()
-    if threads == 1 or planes % threads == 0 or planes >= 4 * threads:
+    rows = max(1, math.ceil(height / _ROW_BLOCK))
+    best, best_time = 1, math.inf
+    for strips in range(1, max(1, min(8, width // _MIN_STRIP)) + 1):
+        blocks = planes * strips
+        costs = [pair_cost] * (blocks // 2) + [1.0] * (blocks % 2)
+        loads = [0.0] * threads
+        for cost in costs:
+            loads[loads.index(min(loads))] += cost
+        steps = rows if strips == 1 else rows + strips - 1
+        estimate = max(loads) / strips * steps
+        if estimate < 0.95 * best_time:
+            best, best_time = strips, estimate
+    if best == 1:
         return 1, max(height, 1)
-    strips = max(2, math.ceil(threads / planes))
-    strips = max(1, min(strips, width // _MIN_STRIP))
-    if strips == 1:
-        return 1, max(height, 1)
-    return strips, _ROW_BLOCK
+    return best, _ROW_BLOCK
 
 
 def _divide_by_anchor(kernel: np.ndarray, anchors: np.ndarray):
@@ -336,8 +554,15 @@ def solve_depthwise(
     P, H, W = y.shape
     if y.size:
         kn, scale = _divide_by_anchor(kernel, kernel[:, -1, -1])
-        strips, row_block = _split(P, W, H)
-        _solve_depthwise(y, kn, scale, x, strips, row_block, transpose)
+        # the anchor row's taps, nearest to the anchor first
+        tail = np.ascontiguousarray(kn[:, -1, -2::-1])
+        if y.size * kernel[0].size < _SERIAL_WORK:
+            _solve_depthwise_serial(y, kn, tail, scale, x, transpose)
+        else:
+            # interleaved pairs of rows (up to four taps each) cost 1.3 rows
+            pair_cost = 1.3 if kernel.shape[2] <= 5 else 2.0
+            strips, row_block = _split(P, W, H, pair_cost)
+            _solve_depthwise(y, kn, tail, scale, x, strips, row_block, transpose)
     return x
 
 
@@ -361,14 +586,17 @@ def solve_mixing(
     x : (B, C, H, W) ndarray
     """
     x = np.empty_like(y)
-    B, C, H, W = y.shape
+    B, _, H, W = y.shape
     if y.size:
         if transpose:
             # equations in the fully flipped frame: K'[d, e] = K[C-1-e, C-1-d]
             kernel = kernel[::-1, ::-1].transpose(1, 0, 2, 3)
         kn, scale = _divide_by_anchor(kernel, np.diagonal(kernel[:, :, -1, -1]))
-        strips, row_block = _split(B, W, H)
-        _solve_mixing(y, kn, scale, x, strips, row_block, transpose)
+        if y.size * kernel[0].size < _SERIAL_WORK:
+            _solve_mixing_serial(y, kn, scale, x, transpose)
+        else:
+            strips, row_block = _split(B, W, H)
+            _solve_mixing(y, kn, scale, x, strips, row_block, transpose)
     return x
 
 
@@ -380,13 +608,16 @@ def kernel_grad_depthwise(
     Returns ``(Ck, kh, kw)``: ``sum_{p % Ck == c} sum_ij grad[p, i, j] *
     x_pad[p, i + a, j + b]``.  No scratch tensor of size image x kernel.
     """
-    P, H, W = grad.shape
+    P, H, _ = grad.shape
     threads = numba.get_num_threads()
     chunks = 1
-    if P < 2 * threads:
+    serial = grad.size * kh * kw < _SERIAL_WORK
+    if P < 2 * threads and not serial:
         chunks = max(1, min(H, math.ceil(2 * threads / max(P, 1))))
     out = np.zeros((P * chunks, kh, kw), dtype=np.float64)
-    if grad.size:
-        _kernel_grad_depthwise(grad, x, kh, kw, chunks, out)
+    if serial:
+        _kernel_grad_depthwise_serial(grad, x, out)
+    elif grad.size:
+        _kernel_grad_depthwise(grad, x, chunks, out)
     per_plane = out.reshape(P, chunks, kh, kw).sum(axis=1)
     return per_plane.reshape(P // Ck, Ck, kh, kw).sum(axis=0).astype(grad.dtype)

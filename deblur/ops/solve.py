@@ -26,10 +26,10 @@ from . import backends
 from .forms import classify_kernel, flip_dims, to_canonical
 
 __all__ = [
-    "inverse_causal_conv2d",
     "causal_solve",
     "causal_solve_transpose",
     "check_invertible",
+    "inverse_causal_conv2d",
 ]
 
 
