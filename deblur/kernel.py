@@ -397,8 +397,8 @@ def stability(kernel: Kernel, size: int | None = None) -> Stability:
         kernel = kernel.with_anchor("bottom-right")
     size = size or max(64, 8 * max(kernel.kernel_size))
     h = _impulse_response(kernel, size)
-    energy = h.reshape(h.shape[0], -1, size, size) ** 2
     with np.errstate(over="ignore", invalid="ignore"):
+        energy = h.reshape(h.shape[0], -1, size, size) ** 2
         total = energy.sum(axis=(1, 2, 3))
         half = size // 2
         near = energy[..., :half, :half].sum(axis=(1, 2, 3))

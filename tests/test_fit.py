@@ -20,6 +20,7 @@ from deblur.fit import (
     FitResult,
     ImagePair,
     _border_correction,
+    _windows,
     fit_kernel,
     lstsq_kernel,
     split_holdout,
@@ -245,6 +246,17 @@ def test_fit_kernel_bad_options_raise(options, message):
         fit_kernel(pairs, 3, **options)
 
 
+def test_windows_hold_only_the_sharp_pixels_above_and_left_of_each_crop():
+    image = torch.arange(1.0, 1 + 2 * 6 * 7, dtype=torch.float64).reshape(2, 6, 7)
+    windows = _windows([image], [(0, 1, 2), (0, 0, 0)], 3, 4, (3, 2), per_channel=True)
+    assert windows.shape == (2, 2, 3 + 2, 4 + 1)
+    padded = F.pad(image, (1, 0, 2, 0))
+    expected = padded[:, 1 : 1 + 5, 2 : 2 + 5].clone()
+    expected[:, 2:, 1:] = 0.0
+    torch.testing.assert_close(windows[0], expected)
+    assert windows[1, :, :2].abs().sum() == 0 and windows[1, :, :, :1].abs().sum() == 0
+
+
 def test_border_correction_equals_blur_of_the_outside_pixels():
     kernel = torch.rand(2, 3, 4, dtype=torch.float64)
     windows = torch.rand(5, 2, 10 + 2, 9 + 3, dtype=torch.float64)
@@ -398,3 +410,28 @@ def test_installed_deblur_fit_kernel_runs_in_a_subprocess(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "PSNR refined" in proc.stdout and "Traceback" not in proc.stderr
     assert _rel(np.load(out), true) < 1e-3
+
+
+# --- the calibration set ------------------------------------------------------
+
+CALIBRATION = Path(__file__).resolve().parents[1] / "sample_images" / "calibration"
+
+
+def test_calibration_sharp_crops_match_their_recipe():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("crops", CALIBRATION / "crops.py")
+    crops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(crops)
+    assert len(crops.CROPS) == 6
+    for name, (load, top, left, _) in crops.CROPS.items():
+        stored = np.asarray(Image.open(CALIBRATION / "sharp" / f"{name}.png"))
+        expected = load()[top : top + crops.SIZE, left : left + crops.SIZE]
+        np.testing.assert_array_equal(stored, expected)
+
+
+def test_calibration_true_kernel_is_a_stable_corner_gaussian():
+    kernel = load_kernel(CALIBRATION / "true_kernel.npy")
+    np.testing.assert_array_equal(kernel.weights, make_kernel("corner-gaussian", 5, sigma=1.2).weights)
+    assert kernel.anchor == "bottom-right"
+    assert stability(kernel).verdict == "stable"

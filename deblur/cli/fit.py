@@ -277,19 +277,23 @@ def _check_outputs(output: Path, report, plot, overwrite: bool, protected) -> No
             raise console.fail(f"--plot {plot} is one of the input images")
 
 
-def _read_pairs(blurred: Path, sharp: Path, max_pixels):
-    """Pair and read the images; exit 2 with one line for the first problem.
+def _pair_files(blurred: Path, sharp: Path) -> list[tuple[Path, Path, str]]:
+    from ..paths import PathError, pair_files
+
+    try:
+        return pair_files(blurred, sharp)
+    except PathError as exc:
+        raise console.fail(str(exc))
+
+
+def _read_pairs(files, max_pixels):
+    """Read the paired images; exit 2 with one line for the first problem.
 
     Returns the pairs and, by pair name, ``(blurred_path, sharp_path, image)``.
     """
     from ..fit import ImagePair
     from ..imageio import ImageError, read_image
-    from ..paths import PathError, pair_files
 
-    try:
-        files = pair_files(blurred, sharp)
-    except PathError as exc:
-        raise console.fail(str(exc))
     kwargs = {} if max_pixels is None else {"max_pixels": max_pixels or None}
     pairs, meta = [], {}
     for blurred_path, sharp_path, name in files:
@@ -382,9 +386,10 @@ def _fit(
     except ValueError as exc:
         raise console.fail(str(exc))
 
-    pairs, meta = _read_pairs(blurred, sharp, max_pixels)
-    protected = {p.resolve() for b, s, _ in meta.values() for p in (b, s)}
+    files = _pair_files(blurred, sharp)
+    protected = {p.resolve() for b, s, _ in files for p in (b, s)}
     _check_outputs(output, report, plot, overwrite, protected)
+    pairs, meta = _read_pairs(files, max_pixels)
     try:
         train, held = split_holdout(pairs, fraction, seed=seed)
     except ValueError as exc:
@@ -435,7 +440,7 @@ def _fit(
         )
 
     # the kernel, then the optional outputs
-    kernel = Kernel(result.kernel, anchor)
+    kernel = Kernel(result.kernel, anchor, output)
     extra = {
         "source": "deblur fit-kernel",
         "fit": result.settings,
@@ -474,6 +479,7 @@ def _finite(value: float):
 
 
 def _write_report(report: Path, result, kernel, meta) -> int:
+    from ..imageio import data_range
     from ..kernel import Kernel
     from ..report import write_report
 
@@ -490,7 +496,7 @@ def _write_report(report: Path, result, kernel, meta) -> int:
                     "height": image.height,
                     "channels": image.channels,
                     "bit_depth": image.bit_depth,
-                    "data_range": 1.0,
+                    "data_range": data_range(image),
                     "psnr_before": s.psnr_blurred,
                     "psnr_lstsq": s.psnr_lstsq,
                     "psnr_after": s.psnr_refined,

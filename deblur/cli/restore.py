@@ -61,6 +61,7 @@ def results_table(results: list[dict], title: str) -> Table:
     table.add_column("image")
     table.add_column("size", justify="right")
     table.add_column("time (s)", justify="right")
+    table.add_column("solve (s)", justify="right")
     table.add_column("PSNR blurred", justify="right")
     table.add_column("PSNR restored", justify="right")
     table.add_column("SSIM blurred", justify="right")
@@ -69,13 +70,14 @@ def results_table(results: list[dict], title: str) -> Table:
     for r in results:
         if r["error"]:
             # the reason is on stderr and in the report, one line each
-            table.add_row(r["input"], "failed", "", "", "", "", "", "", style="red")
+            table.add_row(r["input"], "failed", "", "", "", "", "", "", "", style="red")
             continue
         size = f"{r['width']}x{r['height']}x{r['channels']} {r['bit_depth']}-bit"
         table.add_row(
             r["input"],
             size,
             _fmt(r["seconds"], ".3f"),
+            _fmt(r.get("solve_seconds"), ".3f"),
             _fmt(r["psnr_before"], ".2f"),
             _fmt(r["psnr_after"], ".2f"),
             _fmt(r["ssim_before"], ".4f"),
@@ -223,5 +225,5 @@ def _show_notes(record: dict) -> None:
 
 def _fill(record: dict) -> dict:
     keys = ("width", "height", "channels", "bit_depth", "psnr_before", "psnr_after",
-            "ssim_before", "ssim_after", "clipped", "seconds", "error")
+            "ssim_before", "ssim_after", "clipped", "seconds", "solve_seconds", "error")
     return {k: record.get(k) for k in ("input", *keys)}

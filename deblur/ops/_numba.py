@@ -14,17 +14,28 @@ kernel, in the channels too), without copying anything into that frame.
 
 Notes
 -----
-Speed-relevant choices, measured on two cores (see ``deblur bench``):
+What makes it fast (single-core cycles per pixel and the two-core times are
+in ``deblur bench``):
 
 * The kernel is divided by its anchor once, so the recurrence carries one
   fused multiply-add per pixel on its critical path and no division.
 * For ``kw <= 7`` the recurrence keeps the row's last ``kw - 1`` values in
   registers (unused taps are zero, which leaves a finite sum unchanged): a
-  value read back from memory right after it was stored costs a
-  store-to-load forwarding delay on every pixel.
+  value read back from memory right after it was stored waits for
+  store-to-load forwarding on every pixel.
+* Blocks (planes, or column strips of one wavefront step) are solved two at
+  a time with their recurrences interleaved, since one recurrence is a chain
+  of dependent multiply-adds that leaves the FMA units idle; for ``kw <= 5``
+  a pair of rows costs about 1.3 rows.
+* Passes over earlier rows, and the kernel gradient's dot products, take up
+  to four taps at a time and work on slices indexed from zero, which numba
+  vectorises (a possibly negative index gets a wrap-around check that stops
+  LLVM from vectorising).
 * ``fastmath`` is limited to ``contract`` (fusing ``a - w * x`` into one
   rounding) in the solves; only the kernel gradient's dot products, whose
-  order is arbitrary anyway, may be reassociated so that they vectorise.
+  order is arbitrary anyway, may be reassociated.  Each row's dot product is
+  summed in the images' dtype, the rows in float64.
+* Small problems run on one thread: waking the others costs more.
 """
 
 from __future__ import annotations
