@@ -54,6 +54,12 @@ samples: install
 	$(DEBLUR) blur $(SAMPLES)/sharp/camera.png $(SAMPLES)/sharp/chelsea.png \
 	  --kernel $(SAMPLES)/kernels/centred_gaussian.npy --bit-depth 8 \
 	  --out $(SAMPLES)/blurred/centred_gaussian/8bit --overwrite
+	# the calibration set for fit-kernel: six 192 x 192 crops and their blur
+	$(PY) $(SAMPLES)/calibration/crops.py
+	$(KMAKE) corner-gaussian --size 5 --sigma 1.2 -o $(SAMPLES)/calibration/true_kernel.npy
+	for d in 8 16; do \
+	  $(DEBLUR) blur $(SAMPLES)/calibration/sharp --kernel $(SAMPLES)/calibration/true_kernel.npy \
+	    --bit-depth $$d --out $(SAMPLES)/calibration/blurred/$${d}bit --overwrite || exit 1; done
 
 # The pictures the README shows, made by deblur itself.
 figures: install

@@ -35,6 +35,7 @@ from .ops import inverse_causal_conv2d
 from .ops.forms import check_anchor, flip_dims
 
 __all__ = [
+    "FitError",
     "FitResult",
     "ImagePair",
     "PairScore",
@@ -60,6 +61,10 @@ _LINE_SEARCH_EVALS = 20
 
 #: gather at most this many numbers of patches at once in the normal equations
 _STRIP_NUMBERS = 1 << 21
+
+
+class FitError(ValueError):
+    """Pairs or options that a fit cannot use; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -163,12 +168,12 @@ def _as_pair(item, index: int) -> ImagePair:
     blurred, sharp = np.asarray(pair.blurred), np.asarray(pair.sharp)
     for role, a in (("blurred", blurred), ("sharp", sharp)):
         if a.ndim not in (2, 3) or a.dtype.kind not in "fiu":
-            raise ValueError(
+            raise FitError(
                 f"{name}: {role} image must be a numeric (H, W) or (H, W, C) "
                 f"array, got {a.dtype} of shape {a.shape}"
             )
     if blurred.shape != sharp.shape:
-        raise ValueError(
+        raise FitError(
             f"{name}: blurred image is {_shape_text(blurred)} but sharp image is "
             f"{_shape_text(sharp)}; pairs must have the same size and channels"
         )
@@ -199,7 +204,7 @@ def _uncanonical(kernel: np.ndarray, anchor: str) -> np.ndarray:
 def _kernel_size(kernel_size) -> tuple[int, int]:
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
     if int(kh) < 1 or int(kw) < 1:
-        raise ValueError(f"kernel_size must be positive, got {kernel_size!r}")
+        raise FitError(f"kernel_size must be positive, got {kernel_size!r}")
     return int(kh), int(kw)
 
 
@@ -208,7 +213,7 @@ def _margin(margin, kh: int, kw: int) -> tuple[int, int]:
         return kh, kw
     mr, mc = (margin, margin) if isinstance(margin, int) else margin
     if mr < 0 or mc < 0:
-        raise ValueError(f"margin must be zero or positive, got {margin!r}")
+        raise FitError(f"margin must be zero or positive, got {margin!r}")
     return int(mr), int(mc)
 
 
@@ -217,7 +222,7 @@ def _channels(pairs: list[ImagePair], per_channel: bool) -> int | None:
         return None
     counts = {1 if p.sharp.ndim == 2 else p.sharp.shape[2] for p in pairs}
     if len(counts) != 1:
-        raise ValueError(
+        raise FitError(
             f"per_channel needs pairs with one channel count, got {sorted(counts)}; "
             "fit a shared (kh, kw) kernel or convert the images first"
         )
@@ -243,20 +248,20 @@ def split_holdout(pairs: Sequence, holdout: float, seed: int = 0) -> tuple[list,
 
     Raises
     ------
-    ValueError
+    FitError
         If fewer than one pair would be left for training.
     """
     n = len(pairs)
     if isinstance(holdout, float) and not float(holdout).is_integer():
         if not 0.0 <= holdout < 1.0:
-            raise ValueError(
+            raise FitError(
                 f"holdout must be a count or a fraction in [0, 1), got {holdout}"
             )
         count = round(holdout * n)
     else:
         count = int(holdout)
     if count < 0 or count >= n:
-        raise ValueError(
+        raise FitError(
             f"holdout of {holdout} leaves {n - count} of {n} pairs for training; "
             "hold out fewer pairs or give more"
         )
@@ -321,7 +326,7 @@ def _lstsq_canonical(
             g = 0 if C is None else c
             used += _accumulate(gram[g], rhs[g], x[c], y[c], kh, kw, mr, mc)
     if used == 0:
-        raise ValueError(
+        raise FitError(
             f"no pixel is left for the fit: every image is at most {mr} rows or "
             f"{mc} columns, the margin; use a smaller margin or larger images"
         )
@@ -375,9 +380,11 @@ def lstsq_kernel(
 
     Raises
     ------
-    ValueError
-        If a pair's images differ in shape, per-channel pairs differ in
-        channels, or the margin leaves no pixel.
+    FitError
+        A ``ValueError``: if a pair's images differ in shape, per-channel
+        pairs differ in channels, or the margin leaves no pixel.
+    TypeError
+        If an item of ``pairs`` is neither an ImagePair nor a tuple.
 
     Notes
     -----
@@ -406,7 +413,7 @@ def lstsq_kernel(
     mr, mc = _margin(margin, kh, kw)
     items = [_as_pair(p, i) for i, p in enumerate(pairs)]
     if not items:
-        raise ValueError("pairs is empty; give at least one (blurred, sharp) pair")
+        raise FitError("pairs is empty; give at least one (blurred, sharp) pair")
     C = _channels(items, per_channel)
 
     planes = [(_planes(p.sharp, anchor), _planes(p.blurred, anchor)) for p in items]
@@ -814,9 +821,11 @@ def fit_kernel(
 
     Raises
     ------
+    FitError
+        A ``ValueError``: bad option values, pairs that differ in shape, a
+        crop no larger than the margin, an empty training set.
     ValueError
-        Bad option values, pairs that differ in shape, a crop no larger than
-        the margin, an empty training set.
+        An anchor that is not a corner (from :func:`deblur.ops.forms.check_anchor`).
 
     Notes
     -----
@@ -869,25 +878,23 @@ def fit_kernel(
         ("optimizer", optimizer, OPTIMIZERS),
     ):
         if value not in choices:
-            raise ValueError(
-                f"{name} must be one of {', '.join(choices)}, got {value!r}"
-            )
+            raise FitError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     every = resample_every or (10 if optimizer == "lbfgs" else 1)
     if num_steps < 0 or min(batch, check_every, every, crop) < 1:
-        raise ValueError(
+        raise FitError(
             "num_steps must be >= 0 and crop, batch, check_every, resample_every "
             f">= 1, got num_steps={num_steps}, crop={crop}, batch={batch}, "
             f"check_every={check_every}, resample_every={every}"
         )
     lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
     if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number, got {lr}")
+        raise FitError(f"lr must be a positive number, got {lr}")
     if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        raise FitError(f"threads must be >= 1 or None, got {threads}")
     items = [_as_pair(p, i) for i, p in enumerate(pairs)]
     held = [_as_pair(p, i) for i, p in enumerate(holdout)]
     if not items:
-        raise ValueError("no training pairs; give at least one (blurred, sharp) pair")
+        raise FitError("no training pairs; give at least one (blurred, sharp) pair")
     C = _channels(items + held, per_channel)
     device = torch.device(device)
     if dtype is None:
@@ -899,7 +906,7 @@ def fit_kernel(
         train, crop, batch, (mr, mc), (kh, kw), border, device, dtype, C is not None
     )
     if num_steps and (batches.h <= mr or batches.w <= mc):
-        raise ValueError(
+        raise FitError(
             f"crops of {batches.h}x{batches.w} leave nothing outside the margin "
             f"of {mr} rows and {mc} columns; use a larger crop (or images), or a "
             "smaller margin"

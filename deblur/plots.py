@@ -248,7 +248,7 @@ def plot_fit(
     _draw_losses(axes[-1], losses)
 
     fig.suptitle(_kernel_title(kernel, anchor, gain, "fitted kernel"), fontsize=10)
-    fig.subplots_adjust(top=0.78, bottom=0.14, wspace=0.55)
+    fig.subplots_adjust(top=0.78, bottom=0.14, left=0.07, right=0.95, wspace=0.9)
     _save(fig, path, overwrite)
 
 

@@ -60,12 +60,15 @@ def _csv_text(results: list[dict], fields) -> str:
     return buffer.getvalue()
 
 
-def write_report(path: str | Path, results: list[dict], **header) -> Path:
+def write_report(
+    path: str | Path, results: list[dict], *, fields=None, **header
+) -> Path:
     """Write ``results`` to ``path`` atomically: ``.json`` or ``.csv``.
 
     JSON holds the ``header`` objects (for example ``kernel``) and a
-    ``results`` list; CSV holds one row per result (the header is left out).
-    Non-finite numbers (an infinite PSNR of identical images) become null.
+    ``results`` list; CSV holds one row per result (the header is left out),
+    with ``fields`` (default :data:`RESULT_FIELDS`) first and any other keys
+    after them.  Non-finite numbers (an infinite PSNR of identical images) become null.
 
     Raises
     ------
@@ -80,7 +83,7 @@ def write_report(path: str | Path, results: list[dict], **header) -> Path:
         doc = {**clean(header), "results": clean(results)}
         text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
     elif suffix == ".csv":
-        fields = list(RESULT_FIELDS)
+        fields = list(fields or RESULT_FIELDS)
         for row in results:
             fields += [k for k in row if k not in fields]
         text = _csv_text(results, fields)

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from deblur.cli import app
 from deblur.fit import (
+    FitError,
     FitResult,
     ImagePair,
     _border_correction,
@@ -110,7 +111,7 @@ def test_lstsq_kernel_flat_images_warn_minimum_norm():
 
 def test_lstsq_kernel_shape_mismatch_raises():
     a, b = np.zeros((20, 21)), np.zeros((20, 20))
-    with pytest.raises(ValueError, match=r"img: blurred image is 21x20x1 .* sharp image is 20x20x1"):
+    with pytest.raises(FitError, match=r"img: blurred image is 21x20x1 .* sharp image is 20x20x1"):
         lstsq_kernel([ImagePair(a, b, "img")], 3)
 
 

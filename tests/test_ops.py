@@ -196,12 +196,14 @@ def test_causal_solve_transpose_matches_dense_adjoint(form):
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
-@pytest.mark.parametrize("strips", [2, 3])
+@pytest.mark.parametrize("strips, group, kernel_size", [(2, 1, (3, 5)), (3, 2, (2, 3))])
 @pytest.mark.parametrize("transpose", [False, True], ids=["solve", "transpose"])
 @pytest.mark.parametrize("form", FORMS)
-def test_solver_strip_wavefront_equals_one_thread(form, transpose, strips, monkeypatch):
+def test_solver_strip_wavefront_equals_one_thread(
+    form, transpose, strips, group, kernel_size, monkeypatch
+):
     C = 1 if form == "shared" else 3
-    kernel = _kernel(form, C, 3, 5)
+    kernel = _kernel(form, C, *kernel_size)
     canon = kernel.unsqueeze(0) if kernel.dim() == 2 else kernel
     y = _image(1, C, 70, 300)
     solve = _numba.solve_mixing if form == "mixing" else _numba.solve_depthwise
@@ -212,8 +214,8 @@ def test_solver_strip_wavefront_equals_one_thread(form, transpose, strips, monke
         numba.set_num_threads(1)
         one = solve(y_np, canon.numpy(), transpose=transpose)
         numba.set_num_threads(2)
-        # column strips of 100 or 150 and blocks of 16 rows, 5 waves of them
-        monkeypatch.setattr(_numba, "_split", lambda *args: (strips, 16))
+        # column strips of 150 or 100 and blocks of 16 rows, alone or in pairs
+        monkeypatch.setattr(_numba, "_split", lambda *args: (strips, 16, group))
         two = solve(y_np, canon.numpy(), transpose=transpose)
     finally:
         numba.set_num_threads(before)
@@ -227,9 +229,9 @@ def test_solver_strip_wavefront_equals_one_thread(form, transpose, strips, monke
 def test_split_gives_every_thread_work_on_one_gray_plane():
     if numba.get_num_threads() < 2:
         pytest.skip("one numba thread: nothing to split")
-    strips, row_block = _numba._split(1, 1024, 1024, 1.3)
+    strips, row_block, group = _numba._split(1, 1024, 1024, 1.24)
 
-    assert strips >= 2 and row_block < 1024
+    assert strips >= 2 and row_block < 1024 and group == 1
 
 
 # -- gradients ------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from pathlib import Path
@@ -342,7 +343,7 @@ def _fit(
     quiet,
     max_pixels,
 ) -> int:
-    from ..fit import INITS, OPTIMIZERS, fit_kernel, split_holdout
+    from ..fit import INITS, OPTIMIZERS, FitError, fit_kernel, split_holdout
     from ..kernel import Kernel, save_kernel
     from ..restore import resolve_device
 
@@ -392,17 +393,19 @@ def _fit(
     pairs, meta = _read_pairs(files, max_pixels)
     try:
         train, held = split_holdout(pairs, fraction, seed=seed)
-    except ValueError as exc:
+    except FitError as exc:
         raise console.fail(f"--holdout {holdout}: {exc}")
 
     # the fit, with a progress bar on stderr
-    with console.progress() as bar:
-        task = bar.add_task("fitting", total=num_steps, status="", visible=not quiet)
+    with contextlib.nullcontext() if quiet else console.progress() as bar:
+        task = (
+            None if bar is None else bar.add_task("fitting", total=num_steps, status="")
+        )
 
         def show(step, loss, psnr):
-            bar.update(
-                task, completed=step, status=f"loss {loss:.3g}  PSNR {psnr:.2f} dB"
-            )
+            if bar is not None:
+                status = f"loss {loss:.3g}  PSNR {psnr:.2f} dB"
+                bar.update(task, completed=step, status=status)
 
         try:
             result = fit_kernel(
@@ -423,9 +426,9 @@ def _fit(
                 threads=threads,
                 callback=show,
             )
-        except ValueError as exc:
+        except FitError as exc:
             raise console.fail(str(exc))
-        if len(result.losses) < num_steps:
+        if bar is not None and len(result.losses) < num_steps:
             bar.update(
                 task,
                 completed=num_steps,
@@ -521,7 +524,8 @@ def _write_report(report: Path, result, kernel, meta) -> int:
         "notes": result.notes,
     }
     try:
-        write_report(report, records, **header)
+        fields = list(records[0]) if records else None
+        write_report(report, records, fields=fields, **header)
     except (OSError, ValueError) as exc:
         console.error(f"{report}: report not written ({exc})")
         return 1

@@ -54,19 +54,26 @@ _SOLVE = {"contract"}
 _REDUCE = {"reassoc", "contract", "nsz"}
 # Column strips narrower than this do not pay for the extra wavefront steps.
 _MIN_STRIP = 64
-# Rows per wavefront step when a plane is cut into strips.
-_ROW_BLOCK = 32
+# The cost model of _split, in pixels' worth of work (measured on two cores):
+# per block row (loop set-up, a partial row of memory), per wavefront step.
+_ROW_COST = 128
+_STEP_COST = 4000
 # Below this many multiply-adds one thread is faster than waking the others.
 _SERIAL_WORK = 1 << 18
+# Unsigned indices: numba checks a signed index for wrap-around
+_U = numba.uint64
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=_SOLVE)
-def _subtract_row(acc, row, weights, c0, c1, transpose):
-    # acc[t] -= sum_b weights[b] * row[j - (kw-1) + b] for the frame columns
-    # j in [c0, c1) of one earlier row; acc[t] holds frame column c0 + t, or
-    # c1 - 1 - t when transposing (then row is stored right to left).
-    W = row.shape[0]
-    kw = weights.shape[0]
+def _subtract_row(acc, plane, rr, weights, a, c0, c1, transpose):
+    # acc[t] -= sum_b weights[a, b] * x[r, j - (kw-1) + b] for the frame
+    # columns j in [c0, c1) of one earlier row r (stored row rr of plane);
+    # acc[t] holds frame column c0 + t, or c1 - 1 - t when transposing (then
+    # rows are stored right to left).  Indices in the vectorised loops are
+    # unsigned: a signed one gets a wrap-around check that LLVM cannot
+    # vectorise.
+    W = plane.shape[1]
+    kw = weights.shape[1]
     e = min(max(c0, kw - 1), c1)
 
     # the first kw - 1 columns of the image see only part of the kernel
@@ -75,72 +82,151 @@ def _subtract_row(acc, row, weights, c0, c1, transpose):
         s = acc[t]
         for b in range(kw - 1 - j, kw):
             q = W - 1 - j + (kw - 1 - b) if transpose else j - (kw - 1 - b)
-            s -= weights[b] * row[q]
+            s -= weights[a, b] * plane[rr, q]
         acc[t] = s
 
-    # the rest, up to four taps per pass; slices indexed from 0 vectorise
+    # the rest, up to four taps per pass over acc
     nb = c1 - e
     if nb <= 0:
         return
-    dst = acc[:nb] if transpose else acc[e - c0 :]
+    n = _U(nb)
+    d0 = _U(0 if transpose else e - c0)
     base = W - c1 + kw - 1 if transpose else e - (kw - 1)
     sign = -1 if transpose else 1
     b = 0
     while b < kw:
-        o0 = base + sign * b
+        o0 = _U(base + sign * b)
         if kw - b >= 4:
-            w0, w1, w2, w3 = weights[b], weights[b + 1], weights[b + 2], weights[b + 3]
-            s0 = row[o0 : o0 + nb]
-            s1 = row[o0 + sign : o0 + sign + nb]
-            s2 = row[o0 + 2 * sign : o0 + 2 * sign + nb]
-            s3 = row[o0 + 3 * sign : o0 + 3 * sign + nb]
-            for t in range(nb):
-                dst[t] = dst[t] - w0 * s0[t] - w1 * s1[t] - w2 * s2[t] - w3 * s3[t]
+            w0, w1, w2, w3 = weights[a, b], weights[a, b + 1], weights[a, b + 2], weights[a, b + 3]
+            o1 = _U(base + sign * (b + 1))
+            o2 = _U(base + sign * (b + 2))
+            o3 = _U(base + sign * (b + 3))
+            for t in range(n):
+                acc[d0 + t] = (
+                    acc[d0 + t]
+                    - w0 * plane[rr, o0 + t]
+                    - w1 * plane[rr, o1 + t]
+                    - w2 * plane[rr, o2 + t]
+                    - w3 * plane[rr, o3 + t]
+                )
             b += 4
         elif kw - b >= 2:
-            w0, w1 = weights[b], weights[b + 1]
-            s0 = row[o0 : o0 + nb]
-            s1 = row[o0 + sign : o0 + sign + nb]
-            for t in range(nb):
-                dst[t] = dst[t] - w0 * s0[t] - w1 * s1[t]
+            w0, w1 = weights[a, b], weights[a, b + 1]
+            o1 = _U(base + sign * (b + 1))
+            for t in range(n):
+                acc[d0 + t] = acc[d0 + t] - w0 * plane[rr, o0 + t] - w1 * plane[rr, o1 + t]
             b += 2
         else:
-            w0 = weights[b]
-            s0 = row[o0 : o0 + nb]
-            for t in range(nb):
-                dst[t] -= w0 * s0[t]
+            w0 = weights[a, b]
+            for t in range(n):
+                acc[d0 + t] -= w0 * plane[rr, o0 + t]
             b += 1
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=_SOLVE)
-def _prepare_row(y, kernel, scale, x, p, kc, i, c0, c1, acc, transpose):
+def _prepare_row(y_plane, weights, inv, x_plane, i, c0, c1, acc, taps, where, transpose):
     # acc <- (y - the taps on the previous kh - 1 rows) / anchor for frame row
-    # i, frame columns [c0, c1) of plane p, in _subtract_row's order; kernel
-    # is already divided by its anchor and scale[kc] = 1 / anchor.
-    H = y.shape[1]
-    W = y.shape[2]
-    kh = kernel.shape[1]
+    # i, frame columns [c0, c1); acc[t] holds frame column c0 + t, or
+    # c1 - 1 - t when transposing (then rows are stored right to left).
+    # weights is one kernel already divided by its anchor, inv = 1 / anchor;
+    # taps (weights) and where (stored row, column shift) are scratch for
+    # the (kh - 1) * kw taps on earlier rows.
+    H = y_plane.shape[0]
+    W = y_plane.shape[1]
+    kh = weights.shape[0]
+    kw = weights.shape[1]
     ri = H - 1 - i if transpose else i
-    q0 = W - c1 if transpose else c0
-    inv = scale[kc]
-    src = y[p, ri, q0 : q0 + c1 - c0]
-    for t in range(c1 - c0):
-        acc[t] = src[t] * inv
+
+    # the taps that fall inside the image: weight, stored row, column shift d
+    nt = 0
     for a in range(kh - 1):
         r = i - (kh - 1) + a
         if r >= 0:
-            rr = H - 1 - r if transpose else r
-            _subtract_row(acc, x[p, rr], kernel[kc, a], c0, c1, transpose)
+            for b in range(kw):
+                taps[nt] = weights[a, b]
+                where[nt, 0] = H - 1 - r if transpose else r
+                where[nt, 1] = kw - 1 - b
+                nt += 1
+
+    # the first kw - 1 columns of the image see only part of the kernel
+    e = min(max(c0, kw - 1), c1)
+    for j in range(c0, e):
+        q = W - 1 - j if transpose else j
+        s = y_plane[ri, q] * inv
+        for k in range(nt):
+            d = where[k, 1]
+            if j >= d:
+                s -= taps[k] * x_plane[where[k, 0], q + d if transpose else q - d]
+        acc[c1 - 1 - j if transpose else j - c0] = s
+
+    # the rest, vectorised: up to four taps per pass over acc; the indices
+    # are unsigned, since a signed one gets a wrap-around check that keeps
+    # LLVM from vectorising
+    nb = c1 - e
+    if nb <= 0:
+        return
+    n = _U(nb)
+    d0 = _U(0 if transpose else e - c0)
+    yq = _U(W - c1 if transpose else e)
+    for t in range(n):
+        acc[d0 + t] = y_plane[ri, yq + t] * inv
+    k = 0
+    while k < nt:
+        # tap k reads stored column yq + t + d (transposed) or yq + t - d
+        g = min(4, nt - k)
+        w0 = taps[k]
+        r0 = where[k, 0]
+        o0 = _U(yq + where[k, 1] if transpose else yq - where[k, 1])
+        if g == 1:
+            for t in range(n):
+                acc[d0 + t] -= w0 * x_plane[r0, o0 + t]
+            k += 1
+            continue
+        w1 = taps[k + 1]
+        r1 = where[k + 1, 0]
+        o1 = _U(yq + where[k + 1, 1] if transpose else yq - where[k + 1, 1])
+        if g == 2:
+            for t in range(n):
+                acc[d0 + t] = (
+                    acc[d0 + t] - w0 * x_plane[r0, o0 + t] - w1 * x_plane[r1, o1 + t]
+                )
+            k += 2
+            continue
+        w2 = taps[k + 2]
+        r2 = where[k + 2, 0]
+        o2 = _U(yq + where[k + 2, 1] if transpose else yq - where[k + 2, 1])
+        if g == 3:
+            for t in range(n):
+                acc[d0 + t] = (
+                    acc[d0 + t]
+                    - w0 * x_plane[r0, o0 + t]
+                    - w1 * x_plane[r1, o1 + t]
+                    - w2 * x_plane[r2, o2 + t]
+                )
+            k += 3
+            continue
+        w3 = taps[k + 3]
+        r3 = where[k + 3, 0]
+        o3 = _U(yq + where[k + 3, 1] if transpose else yq - where[k + 3, 1])
+        for t in range(n):
+            acc[d0 + t] = (
+                acc[d0 + t]
+                - w0 * x_plane[r0, o0 + t]
+                - w1 * x_plane[r1, o1 + t]
+                - w2 * x_plane[r2, o2 + t]
+                - w3 * x_plane[r3, o3 + t]
+            )
+        k += 4
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=_SOLVE)
-def _recur(row, acc, h, c0, c1, j0, transpose):
-    # Finish frame columns [j0, c1) of one row (acc holds [c0, c1)):
+def _recur(x_plane, ri, acc, h, c0, c1, j0, transpose):
+    # Finish frame columns [j0, c1) of stored row ri (acc holds [c0, c1)):
     #   x[j] = acc[j] - sum_d h[d - 1] * x[j - d],  d = 1 .. len(h),
     # far taps first.  For len(h) <= 6 the last values stay in registers
     # (unused taps are zero); a value read back right after it was stored
     # would wait for store-to-load forwarding on every pixel.
-    W = row.shape[0]
+    W = x_plane.shape[1]
     m = h.shape[0]
     n = c1 - j0
     if n <= 0:
@@ -151,10 +237,10 @@ def _recur(row, acc, h, c0, c1, j0, transpose):
     k = c1 - 1 - j0 if transpose else j0 - c0  # its place in acc
     if m > 6:
         for t in range(n):
-            v = acc[k + step * t]
+            v = acc[_U(k + step * t)]
             for d in range(min(m, j0 + t), 0, -1):
-                v -= h[d - 1] * row[q + step * (t - d)]
-            row[q + step * t] = v
+                v -= h[d - 1] * x_plane[ri, _U(q + step * (t - d))]
+            x_plane[ri, _U(q + step * t)] = v
         return
 
     h1 = h[0] if m >= 1 else zero
@@ -163,20 +249,20 @@ def _recur(row, acc, h, c0, c1, j0, transpose):
     h4 = h[3] if m >= 4 else zero
     h5 = h[4] if m >= 5 else zero
     h6 = h[5] if m >= 6 else zero
-    p1 = row[q - step] if j0 >= 1 and m >= 1 else zero
-    p2 = row[q - 2 * step] if j0 >= 2 and m >= 2 else zero
-    p3 = row[q - 3 * step] if j0 >= 3 and m >= 3 else zero
-    p4 = row[q - 4 * step] if j0 >= 4 and m >= 4 else zero
-    p5 = row[q - 5 * step] if j0 >= 5 and m >= 5 else zero
-    p6 = row[q - 6 * step] if j0 >= 6 and m >= 6 else zero
+    p1 = x_plane[ri, q - step] if j0 >= 1 and m >= 1 else zero
+    p2 = x_plane[ri, q - 2 * step] if j0 >= 2 and m >= 2 else zero
+    p3 = x_plane[ri, q - 3 * step] if j0 >= 3 and m >= 3 else zero
+    p4 = x_plane[ri, q - 4 * step] if j0 >= 4 and m >= 4 else zero
+    p5 = x_plane[ri, q - 5 * step] if j0 >= 5 and m >= 5 else zero
+    p6 = x_plane[ri, q - 6 * step] if j0 >= 6 and m >= 6 else zero
     for t in range(n):
-        v = acc[k + step * t] - h6 * p6
+        v = acc[_U(k + step * t)] - h6 * p6
         v = v - h5 * p5
         v = v - h4 * p4
         v = v - h3 * p3
         v = v - h2 * p2
         v = v - h1 * p1
-        row[q + step * t] = v
+        x_plane[ri, _U(q + step * t)] = v
         p6 = p5
         p5 = p4
         p4 = p3
@@ -186,77 +272,47 @@ def _recur(row, acc, h, c0, c1, j0, transpose):
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=_SOLVE)
-def _recur_pair(row_a, acc_a, h_a, c0_a, c1_a, row_b, acc_b, h_b, c0_b, c1_b, transpose):
+def _recur_pair(xa, ra, acc_a, h_a, c0_a, c1_a, xb, rb, acc_b, h_b, c0_b, c1_b, transpose):
     # _recur on two independent rows at once: one recurrence is a chain of
     # dependent multiply-adds, two interleaved ones keep the FMA units busy.
-    # Up to two or four taps per row; with more, the two windows of values
-    # do not fit in the registers, and the rows run one at a time.
+    # Only up to two taps per row: with more, the pair is no faster than the
+    # two rows one after the other (measured), and they run so.
     m = h_a.shape[0]
     n = min(c1_a - c0_a, c1_b - c0_b)
-    if m > 4 or n <= 0:
-        _recur(row_a, acc_a, h_a, c0_a, c1_a, c0_a, transpose)
-        _recur(row_b, acc_b, h_b, c0_b, c1_b, c0_b, transpose)
+    if m > 2 or n <= 0:
+        _recur(xa, ra, acc_a, h_a, c0_a, c1_a, c0_a, transpose)
+        _recur(xb, rb, acc_b, h_b, c0_b, c1_b, c0_b, transpose)
         return
-    W = row_a.shape[0]
+    W = xa.shape[1]
     zero = acc_a.dtype.type(0)
     step = -1 if transpose else 1
     qa = W - 1 - c0_a if transpose else c0_a
     qb = W - 1 - c0_b if transpose else c0_b
     ka = c1_a - 1 - c0_a if transpose else 0
     kb = c1_b - 1 - c0_b if transpose else 0
-
     a1 = h_a[0] if m >= 1 else zero
     a2 = h_a[1] if m >= 2 else zero
     b1 = h_b[0] if m >= 1 else zero
     b2 = h_b[1] if m >= 2 else zero
-    u1 = row_a[qa - step] if c0_a >= 1 and m >= 1 else zero
-    u2 = row_a[qa - 2 * step] if c0_a >= 2 and m >= 2 else zero
-    v1 = row_b[qb - step] if c0_b >= 1 and m >= 1 else zero
-    v2 = row_b[qb - 2 * step] if c0_b >= 2 and m >= 2 else zero
-    if m <= 2:
-        for t in range(n):
-            u = acc_a[ka + step * t] - a2 * u2
-            v = acc_b[kb + step * t] - b2 * v2
-            u = u - a1 * u1
-            v = v - b1 * v1
-            row_a[qa + step * t] = u
-            row_b[qb + step * t] = v
-            u2 = u1
-            u1 = u
-            v2 = v1
-            v1 = v
-    else:
-        a3 = h_a[2]
-        a4 = h_a[3] if m >= 4 else zero
-        b3 = h_b[2]
-        b4 = h_b[3] if m >= 4 else zero
-        u3 = row_a[qa - 3 * step] if c0_a >= 3 else zero
-        u4 = row_a[qa - 4 * step] if c0_a >= 4 and m >= 4 else zero
-        v3 = row_b[qb - 3 * step] if c0_b >= 3 else zero
-        v4 = row_b[qb - 4 * step] if c0_b >= 4 and m >= 4 else zero
-        for t in range(n):
-            u = acc_a[ka + step * t] - a4 * u4
-            v = acc_b[kb + step * t] - b4 * v4
-            u = u - a3 * u3
-            v = v - b3 * v3
-            u = u - a2 * u2
-            v = v - b2 * v2
-            u = u - a1 * u1
-            v = v - b1 * v1
-            row_a[qa + step * t] = u
-            row_b[qb + step * t] = v
-            u4 = u3
-            u3 = u2
-            u2 = u1
-            u1 = u
-            v4 = v3
-            v3 = v2
-            v2 = v1
-            v1 = v
+    u1 = xa[ra, qa - step] if c0_a >= 1 and m >= 1 else zero
+    u2 = xa[ra, qa - 2 * step] if c0_a >= 2 and m >= 2 else zero
+    v1 = xb[rb, qb - step] if c0_b >= 1 and m >= 1 else zero
+    v2 = xb[rb, qb - 2 * step] if c0_b >= 2 and m >= 2 else zero
+    for t in range(n):
+        u = acc_a[_U(ka + step * t)] - a2 * u2
+        v = acc_b[_U(kb + step * t)] - b2 * v2
+        u = u - a1 * u1
+        v = v - b1 * v1
+        xa[ra, _U(qa + step * t)] = u
+        xb[rb, _U(qb + step * t)] = v
+        u2 = u1
+        u1 = u
+        v2 = v1
+        v1 = v
 
     # the longer row's remaining columns
-    _recur(row_a, acc_a, h_a, c0_a, c1_a, c0_a + n, transpose)
-    _recur(row_b, acc_b, h_b, c0_b, c1_b, c0_b + n, transpose)
+    _recur(xa, ra, acc_a, h_a, c0_a, c1_a, c0_a + n, transpose)
+    _recur(xb, rb, acc_b, h_b, c0_b, c1_b, c0_b + n, transpose)
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
@@ -268,50 +324,52 @@ def _solve_blocks(y, kernel, tail, scale, x, a, b, transpose):
     Ck = kernel.shape[0]
     pa, ra0, ra1, ca0, ca1 = a
     pb, rb0, rb1, cb0, cb1 = b
-    kca = pa % Ck
-    kcb = pb % Ck if pb >= 0 else 0
+    alone = pb < 0
+    if alone:
+        pb, rb0, rb1, cb0, cb1 = pa, 0, 0, 0, 0
+    ya, xa, ka, ha, inv_a = y[pa], x[pa], kernel[pa % Ck], tail[pa % Ck], scale[pa % Ck]
+    yb, xb, kb, hb, inv_b = y[pb], x[pb], kernel[pb % Ck], tail[pb % Ck], scale[pb % Ck]
     acc_a = np.empty(ca1 - ca0, dtype=y.dtype)
-    acc_b = np.empty(cb1 - cb0 if pb >= 0 else 0, dtype=y.dtype)
-    rows = ra1 - ra0
-    if pb >= 0:
-        rows = max(rows, rb1 - rb0)
-    for t in range(rows):
+    acc_b = np.empty(cb1 - cb0, dtype=y.dtype)
+    taps = np.empty((kernel.shape[1] - 1) * kernel.shape[2], dtype=y.dtype)
+    where = np.empty((taps.shape[0], 2), dtype=np.int64)
+    for t in range(max(ra1 - ra0, rb1 - rb0)):
         ia = ra0 + t
         ib = rb0 + t
         has_a = ia < ra1
-        has_b = pb >= 0 and ib < rb1
+        has_b = ib < rb1
+        sa = H - 1 - ia if transpose else ia
+        sb = H - 1 - ib if transpose else ib
         if has_a:
-            _prepare_row(y, kernel, scale, x, pa, kca, ia, ca0, ca1, acc_a, transpose)
-            row_a = x[pa, H - 1 - ia if transpose else ia]
+            _prepare_row(ya, ka, inv_a, xa, ia, ca0, ca1, acc_a, taps, where, transpose)
         if has_b:
-            _prepare_row(y, kernel, scale, x, pb, kcb, ib, cb0, cb1, acc_b, transpose)
-            row_b = x[pb, H - 1 - ib if transpose else ib]
+            _prepare_row(yb, kb, inv_b, xb, ib, cb0, cb1, acc_b, taps, where, transpose)
         if has_a and has_b:
             _recur_pair(
-                row_a, acc_a, tail[kca], ca0, ca1,
-                row_b, acc_b, tail[kcb], cb0, cb1, transpose,
-            )  # fmt: skip
+                xa, sa, acc_a, ha, ca0, ca1, xb, sb, acc_b, hb, cb0, cb1, transpose
+            )
         elif has_a:
-            _recur(row_a, acc_a, tail[kca], ca0, ca1, ca0, transpose)
+            _recur(xa, sa, acc_a, ha, ca0, ca1, ca0, transpose)
         elif has_b:
-            _recur(row_b, acc_b, tail[kcb], cb0, cb1, cb0, transpose)
+            _recur(xb, sb, acc_b, hb, cb0, cb1, cb0, transpose)
 
 
 @njit(parallel=True, cache=True, boundscheck=False)
-def _solve_depthwise(y, kernel, tail, scale, x, strips, row_block, transpose):
+def _solve_depthwise(y, kernel, tail, scale, x, strips, row_block, group, transpose):
     P, H, W = y.shape
     rows = (H + row_block - 1) // row_block
     width = (W + strips - 1) // strips
     # block (r, s) needs (r - 1, s), (r, s - 1) and (r - 1, s - 1), so the
-    # blocks with r + s == wave are independent: solve them two at a time
+    # blocks with r + s == wave are independent: solve them `group` (1 or 2)
+    # at a time
     for wave in range(rows + strips - 1):
         s_lo = max(0, wave - rows + 1)
         span = min(strips, wave + 1) - s_lo
         count = P * span
-        for pair in prange((count + 1) // 2):
+        for task in prange((count + group - 1) // group):
             blocks = [(-1, 0, 0, 0, 0), (-1, 0, 0, 0, 0)]
-            for half in range(2):
-                index = 2 * pair + half
+            for half in range(group):
+                index = group * task + half
                 if index < count:
                     p = index // span
                     s = s_lo + index % span
@@ -362,13 +420,13 @@ def _rows_mixing(y, kernel, scale, x, n, r0, r1, c0, c1, transpose):
         for c in range(C):
             for ci in range(C):
                 cj = C - 1 - ci if transpose else ci
+                x_plane = x[n, cj]
+                weights = kernel[c, ci]
                 for a in range(kh - 1):
                     r = i - (kh - 1) + a
                     if r >= 0:
                         rr = H - 1 - r if transpose else r
-                        _subtract_row(
-                            acc[c], x[n, cj, rr], kernel[c, ci, a], c0, c1, transpose
-                        )
+                        _subtract_row(acc[c], x_plane, rr, weights, a, c0, c1, transpose)
 
         # the row's left neighbours, then the lower-triangular anchor block
         for t in range(cols):
@@ -509,30 +567,36 @@ def _kernel_grad_depthwise_serial(grad, x, out):
 
 def _split(
     planes: int, width: int, height: int, pair_cost: float = 2.0
-) -> tuple[int, int]:
-    """Choose column strips and a row block so that every thread has work.
+) -> tuple[int, int, int]:
+    """Choose column strips, a row block and the blocks per task.
 
-    Blocks run two at a time, and a pair costs ``pair_cost`` times one block
-    alone (2 when they are not interleaved).  Each candidate number of strips
-    is scored by its wavefront steps times the busiest thread's share of one
-    step (greedy assignment); one strip means no wavefront at all.
+    Returns ``(strips, row_block, group)``.  Each candidate is scored with a
+    small cost model, in pixel-equivalents: a block row costs its width (times
+    ``pair_cost / 2`` per block when two run as a pair), plus a fixed
+    ``_ROW_COST`` per row and block; a wavefront step costs ``_STEP_COST`` plus
+    the busiest thread's tasks (numba hands each thread an equal run of
+    them).  One strip means whole planes and a single step.
     """
     threads = numba.get_num_threads()
-    rows = max(1, math.ceil(height / _ROW_BLOCK))
-    best, best_time = 1, math.inf
+    groups = (1, 2) if pair_cost < 2.0 else (1,)
+    best, best_cost = (1, max(height, 1), 1), math.inf
     for strips in range(1, max(1, min(8, width // _MIN_STRIP)) + 1):
-        blocks = planes * strips
-        costs = [pair_cost] * (blocks // 2) + [1.0] * (blocks % 2)
-        loads = [0.0] * threads
-        for cost in costs:
-            loads[loads.index(min(loads))] += cost
-        steps = rows if strips == 1 else rows + strips - 1
-        estimate = max(loads) / strips * steps
-        if estimate < 0.95 * best_time:
-            best, best_time = strips, estimate
-    if best == 1:
-        return 1, max(height, 1)
-    return best, _ROW_BLOCK
+        width_s = math.ceil(width / strips)
+        for row_block in (height,) if strips == 1 else (32, 64, 128):
+            rows = math.ceil(height / row_block)
+            for group in groups:
+                per_row = width_s + _ROW_COST
+                if group == 2:
+                    per_row = width_s * pair_cost + 2 * _ROW_COST
+                task = min(row_block, height) * per_row
+                cost = 0.0
+                for wave in range(rows + strips - 1):
+                    span = min(strips, wave + 1) - max(0, wave - rows + 1)
+                    tasks = math.ceil(planes * span / group)
+                    cost += math.ceil(tasks / threads) * task + _STEP_COST
+                if cost < best_cost:
+                    best, best_cost = (strips, row_block, group), cost
+    return best
 
 
 def _divide_by_anchor(kernel: np.ndarray, anchors: np.ndarray):
@@ -570,10 +634,12 @@ def solve_depthwise(
         if y.size * kernel[0].size < _SERIAL_WORK:
             _solve_depthwise_serial(y, kn, tail, scale, x, transpose)
         else:
-            # interleaved pairs of rows (up to four taps each) cost 1.3 rows
-            pair_cost = 1.3 if kernel.shape[2] <= 5 else 2.0
-            strips, row_block = _split(P, W, H, pair_cost)
-            _solve_depthwise(y, kn, tail, scale, x, strips, row_block, transpose)
+            # interleaved pairs of rows (up to two taps each) cost 1.24 rows
+            pair_cost = 1.24 if kernel.shape[2] <= 3 else 2.0
+            strips, row_block, group = _split(P, W, H, pair_cost)
+            _solve_depthwise(
+                y, kn, tail, scale, x, strips, row_block, group, transpose
+            )
     return x
 
 
@@ -606,7 +672,7 @@ def solve_mixing(
         if y.size * kernel[0].size < _SERIAL_WORK:
             _solve_mixing_serial(y, kn, scale, x, transpose)
         else:
-            strips, row_block = _split(B, W, H)
+            strips, row_block, _ = _split(B, W, H)
             _solve_mixing(y, kn, scale, x, strips, row_block, transpose)
     return x
 
