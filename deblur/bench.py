@@ -303,41 +303,60 @@ class _Runner:
         return seconds
 
     def image_case(self, case, blurred, kernel, chosen):
+        fast = {}  # method: (function, note), timed in rounds
         if "deblur.inverse" in chosen:
-            self.time(
-                case, "deblur.inverse", lambda: inverse_causal_conv2d(blurred, kernel)
+            fast["deblur.inverse"] = (
+                lambda: inverse_causal_conv2d(blurred, kernel),
+                "",
             )
-
         if "deblur.backward" in chosen:
             leaf = blurred.clone().requires_grad_()
             taps = kernel.clone().requires_grad_()
             restored = inverse_causal_conv2d(leaf, taps)
             upstream = torch.rand_like(restored)
-            self.time(
-                case,
-                "deblur.backward",
+            fast["deblur.backward"] = (
                 lambda: torch.autograd.grad(
                     restored, (leaf, taps), upstream, retain_graph=True
                 ),
                 "backward call only, both gradients",
             )
-
         if "torch.conv2d" in chosen:
-            self.time(
-                case,
-                "torch.conv2d",
+            fast["torch.conv2d"] = (
                 lambda: causal_conv2d(blurred, kernel),
                 "the causal blur: padding + F.conv2d",
             )
-
-        if "scipy.spsolve_triangular" in chosen:
-            self._scipy(case, blurred, kernel)
-
-        if "torch.wavefront" in chosen:
-            self._wavefront(case, blurred, kernel)
-
         if "clone" in chosen:
-            self.time(case, "clone", blurred.clone)
+            fast["clone"] = (blurred.clone, "")
+        seconds, runs = self._rounds({m: fn for m, (fn, _) in fast.items()})
+
+        for method in METHODS:
+            if method in fast:
+                self.add(case, method, seconds[method], runs, fast[method][1])
+            elif method == "scipy.spsolve_triangular" and method in chosen:
+                self._scipy(case, blurred, kernel)
+            elif method == "torch.wavefront" and method in chosen:
+                self._wavefront(case, blurred, kernel)
+
+    def _rounds(self, functions):
+        """Median seconds of each function, timed in turn, one call per round.
+
+        Interleaving the methods spreads a burst of load from other
+        processes over all of them, which keeps their ratios meaningful.
+        """
+        samples = {method: [] for method in functions}
+        if not functions:
+            return {}, 0
+        for fn in functions.values():  # warm-up
+            fn()
+        started = time.perf_counter()
+        runs = 0
+        while runs < self.repeats:
+            for method, fn in functions.items():
+                samples[method].append(self.measure(fn))
+            runs += 1
+            if time.perf_counter() - started > self.budget * len(functions):
+                break
+        return {m: statistics.median(v) for m, v in samples.items()}, runs
 
     def _scipy(self, case, blurred, kernel):
         from scipy.sparse.linalg import spsolve_triangular

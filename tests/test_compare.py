@@ -86,3 +86,29 @@ def test_restore_method_baseline_keeps_size_and_depth(tmp_path, make_png, kernel
     assert out.shape == (17, 26, 3) and out.dtype == np.uint8
     (row,) = json.loads((tmp_path / "r.json").read_text())["results"]
     assert row["method"] == method and row["params"]
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--method", "richardson-lucy", "--balance", "0.1"], "--balance applies to --method wiener"),
+        (["--method", "wiener", "--num-iter", "5"], "--num-iter applies to --method richardson-lucy"),
+        (["--boundary", "symmetric"], "--boundary applies to the regularised methods"),
+        (["--method", "wiener", "--boundary", "wrap"], "--boundary must be zero, symmetric or none"),
+    ],
+)
+def test_restore_method_options_refused_where_they_do_not_apply(tmp_path, make_png, kernel_file, extra, match):
+    result = runner.invoke(app, ["restore", str(make_png("a.png")), "-k", str(kernel_file()), "-o", str(tmp_path / "o"), *extra])
+    assert result.exit_code == 2 and match in result.output
+
+
+def test_restore_wiener_symmetric_boundary_recorded(tmp_path, make_png, kernel_file):
+    k = kernel_file("diagonal", 3)
+    blurred, sharp = _pair(tmp_path, make_png, k)
+    result = runner.invoke(app, [
+        "restore", str(blurred), "-k", str(k), "--method", "wiener", "--boundary", "symmetric",
+        "--balance", "0.01", "-o", str(tmp_path / "out"), "--report", str(tmp_path / "r.json"),
+    ])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert row["params"]["boundary"] == "symmetric" and row["params"]["balance"] == 0.01

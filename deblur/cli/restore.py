@@ -100,6 +100,7 @@ def restore(
     bit_depth: Annotated[str, typer.Option("--bit-depth", help="Output depth: same (as the input), 8, 16 or float32 (TIFF, unclipped).")] = "same",
     balance: Annotated[Optional[float], typer.Option(help="Wiener balance; by default derived from the image's estimated noise.")] = None,
     num_iter: Annotated[Optional[int], typer.Option("--num-iter", help="Richardson-Lucy iterations.")] = None,
+    boundary: Annotated[Optional[str], typer.Option(help="Regularised methods: how the image continues past its frame: zero (default, as the causal operator assumes), symmetric (often better for photos) or none.")] = None,
     normalize: Annotated[bool, typer.Option("--normalize", help="Rescale the kernel so its taps sum to 1.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (never an input).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Restore even with an unstable kernel.")] = False,
@@ -123,8 +124,8 @@ def restore(
         try:
             code = _restore(
                 inputs, kernel, out, reference, report, method, anchor, device,
-                bit_depth, balance, num_iter, normalize, overwrite, force,
-                fail_fast, max_pixels,
+                bit_depth, balance, num_iter, boundary, normalize, overwrite,
+                force, fail_fast, max_pixels,
             )
         except (KeyboardInterrupt, Terminated) as exc:
             console.error(
@@ -138,7 +139,7 @@ def restore(
 
 def _restore(
     inputs, kernel, out, reference, report, method, anchor, device, bit_depth,
-    balance, num_iter, normalize, overwrite, force, fail_fast, max_pixels,
+    balance, num_iter, boundary, normalize, overwrite, force, fail_fast, max_pixels,
 ) -> int:
     # everything that can be checked before the first image
     if method not in METHODS:
@@ -166,11 +167,7 @@ def _restore(
     if refs is not None:
         protected |= refs.paths()
     check_report_path(report, protected)
-    params = {}
-    if balance is not None:
-        params["balance"] = balance
-    if num_iter is not None:
-        params["num_iter"] = num_iter
+    params = _method_params(method, balance, num_iter, boundary)
     options = RestoreOptions(
         kernel=k, method=method, device=dev, bit_depth=depth, overwrite=overwrite,
         params=params, stability=verdict, max_pixels=max_pixels,
@@ -221,6 +218,26 @@ def _show_notes(record: dict) -> None:
         console.warn(f"{record['input']}: {record['reference_error']}")
     if notes:
         console.note(f"note: {record['input']}: {'; '.join(notes)}")
+
+
+def _method_params(method, balance, num_iter, boundary) -> dict:
+    """The regularised methods' options, refused where they do not apply."""
+    params = {}
+    if balance is not None:
+        if method != "wiener":
+            raise console.fail(f"--balance applies to --method wiener, not {method}")
+        params["balance"] = balance
+    if num_iter is not None:
+        if method != "richardson-lucy":
+            raise console.fail(f"--num-iter applies to --method richardson-lucy, not {method}")
+        params["num_iter"] = num_iter
+    if boundary is not None:
+        if method == "inverse":
+            raise console.fail("--boundary applies to the regularised methods, not --method inverse")
+        if boundary not in ("zero", "symmetric", "none"):
+            raise console.fail(f"--boundary must be zero, symmetric or none, got {boundary!r}")
+        params["boundary"] = boundary
+    return params
 
 
 def _fill(record: dict) -> dict:
