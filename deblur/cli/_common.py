@@ -119,6 +119,26 @@ def interrupt_code(exc: BaseException) -> int:
 def interrupt_name(exc: BaseException) -> str:
     return exc.name if isinstance(exc, Terminated) else "SIGINT"
 
+BATCH_STOPPED = "before the batch could finish; every file written is complete"
+
+
+def run_interruptible(body, options: dict, stopped: str = BATCH_STOPPED) -> None:
+    """Run a command's ``body(**options)`` under the signal handlers.
+
+    Ctrl-C, SIGTERM and SIGHUP end it with one line, ``interrupted by <signal>
+    <stopped>``, and exit 128 + the signal's number; otherwise the exit code is
+    the one ``body`` returns.
+    """
+    with handle_signals():
+        try:
+            code = body(**options)
+        except (KeyboardInterrupt, Terminated) as exc:
+            console.error(f"interrupted by {interrupt_name(exc)} {stopped}")
+            raise typer.Exit(interrupt_code(exc))
+    if code:
+        raise typer.Exit(code)
+
+
 
 # ----------------------------------------------------------------------------
 # the batch loop

@@ -194,7 +194,7 @@ def bench(
             channels=channels, device=device, on_record=progress, **options
         )
     except ValueError as exc:
-        raise console.fail(str(exc))
+        raise console.fail(str(exc)) from None
 
     shape = records[0]["case"].split()[0] if records else ""
     console.out.print(_times_table(records, f"median times, float32 {shape}, {device}"))

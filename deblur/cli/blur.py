@@ -15,19 +15,16 @@ from ._common import (
     ANCHOR_HELP,
     MAX_PIXELS_HELP,
     Job,
-    Terminated,
     check_depth_fits,
     check_out_dir,
     guard_target,
-    handle_signals,
-    interrupt_code,
-    interrupt_name,
     open_kernel,
     parse_bit_depth,
     parse_max_pixels,
     plan_outputs,
     quiet_decoders,
     run_batch,
+    run_interruptible,
     skip_outputs,
     summarize,
 )
@@ -55,22 +52,10 @@ def blur(
     TIFF and keeps every value.  Exit codes as for `deblur restore`: 0, 1 some
     files failed, 2 bad usage, 130 / 143 interrupted.
     """
+    options = {k: v for k, v in locals().items() if k != "verbose"}
     console.setup_logging(False)
     quiet_decoders(False)
-    with handle_signals():
-        try:
-            code = _blur(
-                inputs, kernel, out, noise, bit_depth, anchor, seed, overwrite,
-                fail_fast, max_pixels,
-            )
-        except (KeyboardInterrupt, Terminated) as exc:
-            console.error(
-                f"interrupted by {interrupt_name(exc)} before the batch could finish; "
-                "every file written is complete"
-            )
-            raise typer.Exit(interrupt_code(exc))
-    if code:
-        raise typer.Exit(code)
+    run_interruptible(_blur, options)
 
 
 def _blur(inputs, kernel, out, noise, bit_depth, anchor, seed, overwrite, fail_fast, max_pixels) -> int:

@@ -17,12 +17,10 @@ from ._app import app
 from ._common import (
     DEVICE_HELP,
     MAX_PIXELS_HELP,
-    Terminated,
     check_report_path,
-    handle_signals,
-    interrupt_code,
     parse_max_pixels,
     print_results,
+    run_interruptible,
 )
 
 KERNEL_SUFFIXES = (".npy", ".txt", ".csv")
@@ -221,38 +219,9 @@ def fit_kernel_command(
     could not be written, 2 bad usage or unusable pairs, 130 / 143
     interrupted (nothing written).
     """
+    options = {k: v for k, v in locals().items() if k != "verbose"}
     console.setup_logging(verbose)
-    with handle_signals():
-        try:
-            code = _fit(
-                blurred,
-                sharp,
-                size,
-                output,
-                per_channel,
-                anchor,
-                num_steps,
-                lr,
-                crop,
-                batch,
-                margin,
-                init,
-                optimizer,
-                holdout,
-                seed,
-                device,
-                threads,
-                report,
-                plot,
-                overwrite,
-                quiet,
-                max_pixels,
-            )
-        except (KeyboardInterrupt, Terminated) as exc:
-            console.error("interrupted before the kernel was written; nothing written")
-            raise typer.Exit(interrupt_code(exc))
-    if code:
-        raise typer.Exit(code)
+    run_interruptible(_fit, options, stopped='before the kernel was written; nothing written')
 
 
 def _check_outputs(output: Path, report, plot, overwrite: bool, protected) -> None:

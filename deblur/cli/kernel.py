@@ -9,7 +9,14 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from ..kernel import KERNEL_KINDS, KernelError, load_kernel, make_kernel, save_kernel, stability
+from ..kernel import (
+    KERNEL_KINDS,
+    KernelError,
+    load_kernel,
+    make_kernel,
+    save_kernel,
+    stability,
+)
 from . import console
 from ._app import app
 from ._common import ANCHOR_HELP

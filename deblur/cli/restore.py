@@ -25,14 +25,10 @@ from ._common import (
     DEVICE_HELP,
     MAX_PIXELS_HELP,
     Job,
-    Terminated,
     check_depth_fits,
     check_out_dir,
     check_report_path,
     guard_target,
-    handle_signals,
-    interrupt_code,
-    interrupt_name,
     kernel_header,
     open_kernel,
     parse_bit_depth,
@@ -41,6 +37,7 @@ from ._common import (
     print_results,
     quiet_decoders,
     run_batch,
+    run_interruptible,
     skip_outputs,
     status,
     summarize,
@@ -118,23 +115,10 @@ def restore(
     kernel, 130 / 143 interrupted by Ctrl-C / SIGTERM (every file written is
     complete).
     """
+    options = {k: v for k, v in locals().items() if k != "verbose"}
     console.setup_logging(verbose)
     quiet_decoders(verbose)
-    with handle_signals():
-        try:
-            code = _restore(
-                inputs, kernel, out, reference, report, method, anchor, device,
-                bit_depth, balance, num_iter, boundary, normalize, overwrite,
-                force, fail_fast, max_pixels,
-            )
-        except (KeyboardInterrupt, Terminated) as exc:
-            console.error(
-                f"interrupted by {interrupt_name(exc)} before the batch could finish; "
-                "every file written is complete"
-            )
-            raise typer.Exit(interrupt_code(exc))
-    if code:
-        raise typer.Exit(code)
+    run_interruptible(_restore, options)
 
 
 def _restore(
