@@ -9,6 +9,7 @@ what happened (0 all done, 1 some failed, 130/143 interrupted).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -488,3 +489,13 @@ def guard_target(source: Source, target: Path, protected: set[Path]) -> str | No
             f"({exc.strerror or exc})"
         )
     return None
+
+
+def parse_size(value: str, option: str = "--size", example: str = "5 or 5x7") -> tuple[int, int]:
+    """``"5"`` -> ``(5, 5)``; ``"5x7"`` -> ``(5, 7)`` (rows x columns); exit 2 otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", value)
+    if not match or int(match[1]) < 1 or int(match[2] or match[1]) < 1:
+        raise console.fail(
+            f"{option} {value!r}: give a positive size such as {example} (rows x columns)"
+        )
+    return int(match[1]), int(match[2] or match[1])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,22 +18,13 @@ from ._common import (
     MAX_PIXELS_HELP,
     check_report_path,
     parse_max_pixels,
+    parse_size,
     print_results,
     run_interruptible,
 )
 
 KERNEL_SUFFIXES = (".npy", ".txt", ".csv")
 ANCHOR_CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")
-
-
-def parse_size(value: str) -> tuple[int, int]:
-    """``"5"`` -> ``(5, 5)``; ``"5x7"`` -> ``(5, 7)`` (rows x columns)."""
-    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", value)
-    if not match or int(match[1]) < 1 or int(match[2] or match[1]) < 1:
-        raise console.fail(
-            f"--size {value!r}: give a positive size such as 5 or 5x7 (rows x columns)"
-        )
-    return int(match[1]), int(match[2] or match[1])
 
 
 def parse_holdout(value: str) -> float:

@@ -19,22 +19,10 @@ from ..kernel import (
 )
 from . import console
 from ._app import app
-from ._common import ANCHOR_HELP
+from ._common import ANCHOR_HELP, parse_size
 
 kernel_app = typer.Typer(help="Inspect and make blur kernels.", no_args_is_help=True)
 app.add_typer(kernel_app, name="kernel")
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise typer.BadParameter(f"got {text!r}; give N or HxW, e.g. 5 or 5x7", param_hint="--size")
-    return parts[0], parts[1]
 
 
 @kernel_app.command("show")
@@ -78,7 +66,7 @@ def make(
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
 ) -> None:
     """Make a synthetic kernel (normalised to sum one) and write it with its anchor."""
-    kh, kw = _parse_size(size)
+    kh, kw = parse_size(size)
     if output.exists() and not overwrite:
         raise console.fail(f"{output}: exists; pass --overwrite to replace it")
     try:
