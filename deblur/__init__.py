@@ -11,10 +11,13 @@ from .ops import (
     log_abs_det,
 )
 
+from .layer import InverseCausalConv2d
+
 __version__ = "0.1.0"
 
 __all__ = [
     "ANCHORS",
+    "InverseCausalConv2d",
     "causal_conv2d",
     "inverse_causal_conv2d",
     "log_abs_det",

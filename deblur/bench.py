@@ -150,20 +150,27 @@ def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
     return measure
 
 
-def _median_time(
+def _samples(
     fn: Callable[[], object],
     measure: Callable[[Callable[[], object]], float],
     repeats: int,
     budget: float,
     warmup: bool = True,
-) -> tuple[float, int]:
-    """Median of up to ``repeats`` runs, fewer when they would pass ``budget``."""
+) -> list[float]:
+    """Up to ``repeats`` timings of ``fn``, fewer when they would pass ``budget``.
+
+    The warm-up run is dropped, unless it alone took longer than ``budget``
+    (then it is the only sample) or ``warmup`` is False.
+    """
     first = measure(fn)
-    samples = [] if warmup else [first]
+    if first > budget or not warmup:
+        samples = [first]
+    else:
+        samples = []
     runs = max(1, min(repeats, math.floor(budget / max(first, 1e-9))))
     while len(samples) < runs:
         samples.append(measure(fn))
-    return statistics.median(samples), len(samples)
+    return samples
 
 
 def _wavefront_missing() -> str | None:
@@ -222,9 +229,11 @@ def run_bench(
     Returns
     -------
     records : list of dict
-        ``{"case", "method", "seconds", "repeats", "note"}``; ``case`` reads
-        ``"1024x1024x3 k=3"``; ``seconds`` is None for a method that was
-        skipped, and ``note`` says why.
+        ``{"case", "method", "seconds", "min_seconds", "repeats", "note"}``:
+        ``case`` reads ``"1024x1024x3 k=3"``, ``seconds`` is the median and
+        ``min_seconds`` the fastest of ``repeats`` timings (the minimum is
+        the steadier one on a machine that other processes share); both are
+        None for a method that was skipped, and ``note`` says why.
 
     Raises
     ------
@@ -283,12 +292,13 @@ class _Runner:
     on_record: Callable[[dict], None] | None
     records: list[dict] = field(default_factory=list)
 
-    def add(self, case, method, seconds, runs, note=""):
+    def add(self, case, method, samples, note=""):
         record = {
             "case": case,
             "method": method,
-            "seconds": seconds,
-            "repeats": runs,
+            "seconds": statistics.median(samples) if samples else None,
+            "min_seconds": min(samples) if samples else None,
+            "repeats": len(samples),
             "note": note,
         }
         self.records.append(record)
@@ -298,9 +308,9 @@ class _Runner:
     def time(self, case, method, fn, note="", slow=False, warmup=True):
         repeats = min(self.repeats, 3) if slow else self.repeats
         budget = self.slow_budget if slow else self.budget
-        seconds, runs = _median_time(fn, self.measure, repeats, budget, warmup)
-        self.add(case, method, seconds, runs, note)
-        return seconds
+        self.add(
+            case, method, _samples(fn, self.measure, repeats, budget, warmup), note
+        )
 
     def image_case(self, case, blurred, kernel, chosen):
         fast = {}  # method: (function, note), timed in rounds
@@ -327,25 +337,23 @@ class _Runner:
             )
         if "clone" in chosen:
             fast["clone"] = (blurred.clone, "")
-        seconds, runs = self._rounds({m: fn for m, (fn, _) in fast.items()})
+        samples = self._rounds({m: fn for m, (fn, _) in fast.items()})
 
         for method in METHODS:
             if method in fast:
-                self.add(case, method, seconds[method], runs, fast[method][1])
+                self.add(case, method, samples[method], fast[method][1])
             elif method == "scipy.spsolve_triangular" and method in chosen:
                 self._scipy(case, blurred, kernel)
             elif method == "torch.wavefront" and method in chosen:
                 self._wavefront(case, blurred, kernel)
 
     def _rounds(self, functions):
-        """Median seconds of each function, timed in turn, one call per round.
+        """Time each function in turn, one call per round; return the samples.
 
         Interleaving the methods spreads a burst of load from other
         processes over all of them, which keeps their ratios meaningful.
         """
         samples = {method: [] for method in functions}
-        if not functions:
-            return {}, 0
         for fn in functions.values():  # warm-up
             fn()
         started = time.perf_counter()
@@ -356,7 +364,7 @@ class _Runner:
             runs += 1
             if time.perf_counter() - started > self.budget * len(functions):
                 break
-        return {m: statistics.median(v) for m, v in samples.items()}, runs
+        return samples
 
     def _scipy(self, case, blurred, kernel):
         from scipy.sparse.linalg import spsolve_triangular
@@ -369,18 +377,18 @@ class _Runner:
         def solve():
             solution["x"] = spsolve_triangular(matrix, rhs, lower=True)
 
-        seconds, runs = _median_time(
+        samples = _samples(
             solve, _time_once, min(self.repeats, 3), self.slow_budget, warmup=False
         )
         ours = inverse_causal_conv2d(blurred, kernel).cpu().numpy().reshape(C, -1).T
         error = float(np.abs(solution["x"] - ours).max())
         note = f"CSR, build not timed; max |difference| from deblur {error:.1e}"
-        self.add(case, "scipy.spsolve_triangular", seconds, runs, note)
+        self.add(case, "scipy.spsolve_triangular", samples, note)
 
     def _wavefront(self, case, blurred, kernel):
         missing = _wavefront_missing()
         if missing:
-            self.add(case, "torch.wavefront", None, 0, f"skipped: {missing}")
+            self.add(case, "torch.wavefront", [], f"skipped: {missing}")
             return
         from .ops import wavefront
 
@@ -394,12 +402,12 @@ class _Runner:
         wavefront.solve_depthwise(probe, canon)
         probe_seconds = self.measure(lambda: wavefront.solve_depthwise(probe, canon))
         estimate = probe_seconds * (H * W) / (ph * pw)
-        if estimate > 4 * self.slow_budget:
+        if estimate > 2 * self.slow_budget:
             note = (
                 f"skipped: about {estimate:.0f} s per run, from {probe_seconds:.2f} s "
                 f"on {ph}x{pw}"
             )
-            self.add(case, "torch.wavefront", None, 0, note)
+            self.add(case, "torch.wavefront", [], note)
             return
         self.time(
             case,
@@ -441,8 +449,21 @@ def _time_once(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def ratios(records: Iterable[dict], targets: Sequence[Target] = TARGETS) -> list[dict]:
+def ratios(
+    records: Iterable[dict],
+    targets: Sequence[Target] = TARGETS,
+    statistic: str = "seconds",
+) -> list[dict]:
     """Turn timing records into the ratios of :data:`TARGETS`, one per case.
+
+    Parameters
+    ----------
+    records : iterable of dict
+        As :func:`run_bench` returns them.
+    targets : sequence of Target
+        The ratios to compute.
+    statistic : {"seconds", "min_seconds"}
+        Which timing of each record to divide: the median or the minimum.
 
     Returns
     -------
@@ -456,8 +477,8 @@ def ratios(records: Iterable[dict], targets: Sequence[Target] = TARGETS) -> list
     for r in records:
         if r["case"] not in cases:
             cases.append(r["case"])
-        if r["seconds"] is not None:
-            seconds[r["case"], r["method"]] = r["seconds"]
+        if r.get(statistic) is not None:
+            seconds[r["case"], r["method"]] = r[statistic]
 
     rows = []
     for case in cases:

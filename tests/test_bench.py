@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from deblur.bench import METHODS, TARGETS, ratios, run_bench
 from deblur.cli import app
 
-FIELDS = {"case", "method", "seconds", "repeats", "note"}
+FIELDS = {"case", "method", "seconds", "min_seconds", "repeats", "note"}
 
 
 def test_run_bench_tiny_gives_one_record_per_method_and_case():
@@ -28,7 +28,8 @@ def test_run_bench_tiny_gives_one_record_per_method_and_case():
         if r["seconds"] is None:
             assert r["note"].startswith("skipped: ") and r["repeats"] == 0
         else:
-            assert r["seconds"] > 0 and 1 <= r["repeats"] <= max(2, 21)
+            assert 0 < r["min_seconds"] <= r["seconds"]
+            assert 1 <= r["repeats"] <= 21
 
 
 def test_run_bench_methods_subset_and_callback():
@@ -111,6 +112,60 @@ def test_bench_command_writes_json_records(tmp_path):
     inverse = [r for r in records if r["method"] == "deblur.inverse"]
     assert len(inverse) == 2 and all(r["seconds"] > 0 for r in inverse)
     assert list(tmp_path.iterdir()) == [target]  # no temporary file left
+
+
+def test_ratios_from_the_minimum():
+    records = [
+        {
+            "case": "8x8x1 k=3",
+            "method": "deblur.inverse",
+            "seconds": 2.0,
+            "min_seconds": 1.0,
+        },
+        {
+            "case": "8x8x1 k=3",
+            "method": "torch.conv2d",
+            "seconds": 3.0,
+            "min_seconds": 3.0,
+        },
+    ]
+
+    (row,) = ratios(records, statistic="min_seconds")
+
+    assert row["ratio"] == "inverse / conv2d" and row["value"] == 1 / 3
+    assert row["met"] is True
+
+
+def test_bench_command_statistic_min_titles_the_tables():
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "--size",
+            "8",
+            "--channels",
+            "1",
+            "--kernel-sizes",
+            "2",
+            "--repeats",
+            "1",
+            "--dense-size",
+            "0",
+            "--statistic",
+            "min",
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "min times, float32 8x8x1" in result.stdout
+    assert "ratios of min times" in result.stdout
+
+
+def test_bench_command_bad_statistic_names_the_flag():
+    result = CliRunner().invoke(app, ["bench", "--statistic", "mean"])
+
+    assert result.exit_code == 2
+    assert "--statistic" in result.output and "use median or min" in result.output
 
 
 def test_bench_command_bad_size_names_the_flag():

@@ -195,7 +195,9 @@ def test_causal_solve_transpose_matches_dense_adjoint(form):
 # -- threads: one plane is cut into strips that run as a wavefront ---------------
 
 
-@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
+@pytest.mark.skipif(
+    numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads"
+)
 @pytest.mark.parametrize("strips, group, kernel_size", [(2, 1, (3, 5)), (3, 2, (2, 3))])
 @pytest.mark.parametrize("transpose", [False, True], ids=["solve", "transpose"])
 @pytest.mark.parametrize("form", FORMS)
@@ -268,7 +270,7 @@ def test_inverse_causal_conv2d_float32_gradients_match_float64():
         inverse_causal_conv2d(yy, kk).backward(upstream.to(dtype))
         grads[dtype] = (yy.grad, kk.grad)
 
-    for g32, g64 in zip(grads[torch.float32], grads[torch.float64]):
+    for g32, g64 in zip(grads[torch.float32], grads[torch.float64], strict=True):
         scale = g64.abs().max()
         torch.testing.assert_close(g32.double() / scale, g64 / scale, rtol=0, atol=1e-5)
 

@@ -40,6 +40,8 @@ in ``deblur bench``):
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 
 import numba
@@ -97,7 +99,12 @@ def _subtract_row(acc, plane, rr, weights, a, c0, c1, transpose):
     while b < kw:
         o0 = _U(base + sign * b)
         if kw - b >= 4:
-            w0, w1, w2, w3 = weights[a, b], weights[a, b + 1], weights[a, b + 2], weights[a, b + 3]
+            w0, w1, w2, w3 = (
+                weights[a, b],
+                weights[a, b + 1],
+                weights[a, b + 2],
+                weights[a, b + 3],
+            )
             o1 = _U(base + sign * (b + 1))
             o2 = _U(base + sign * (b + 2))
             o3 = _U(base + sign * (b + 3))
@@ -114,7 +121,9 @@ def _subtract_row(acc, plane, rr, weights, a, c0, c1, transpose):
             w0, w1 = weights[a, b], weights[a, b + 1]
             o1 = _U(base + sign * (b + 1))
             for t in range(n):
-                acc[d0 + t] = acc[d0 + t] - w0 * plane[rr, o0 + t] - w1 * plane[rr, o1 + t]
+                acc[d0 + t] = (
+                    acc[d0 + t] - w0 * plane[rr, o0 + t] - w1 * plane[rr, o1 + t]
+                )
             b += 2
         else:
             w0 = weights[a, b]
@@ -124,7 +133,9 @@ def _subtract_row(acc, plane, rr, weights, a, c0, c1, transpose):
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=_SOLVE)
-def _prepare_row(y_plane, weights, inv, x_plane, i, c0, c1, acc, taps, where, transpose):
+def _prepare_row(
+    y_plane, weights, inv, x_plane, i, c0, c1, acc, taps, where, transpose
+):
     # acc <- (y - the taps on the previous kh - 1 rows) / anchor for frame row
     # i, frame columns [c0, c1); acc[t] holds frame column c0 + t, or
     # c1 - 1 - t when transposing (then rows are stored right to left).
@@ -272,7 +283,9 @@ def _recur(x_plane, ri, acc, h, c0, c1, j0, transpose):
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=_SOLVE)
-def _recur_pair(xa, ra, acc_a, h_a, c0_a, c1_a, xb, rb, acc_b, h_b, c0_b, c1_b, transpose):
+def _recur_pair(
+    xa, ra, acc_a, h_a, c0_a, c1_a, xb, rb, acc_b, h_b, c0_b, c1_b, transpose
+):
     # _recur on two independent rows at once: one recurrence is a chain of
     # dependent multiply-adds, two interleaved ones keep the FMA units busy.
     # Only up to two taps per row: with more, the pair is no faster than the
@@ -384,14 +397,6 @@ def _solve_depthwise(y, kernel, tail, scale, x, strips, row_block, group, transp
             _solve_blocks(y, kernel, tail, scale, x, blocks[0], blocks[1], transpose)
 
 
-@njit(cache=True, nogil=True, boundscheck=False)
-def _solve_depthwise_serial(y, kernel, tail, scale, x, transpose):
-    P, H, W = y.shape
-    for p in range(0, P, 2):
-        b = (p + 1, 0, H, 0, W) if p + 1 < P else (-1, 0, 0, 0, 0)
-        _solve_blocks(y, kernel, tail, scale, x, (p, 0, H, 0, W), b, transpose)
-
-
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=_SOLVE)
 def _rows_mixing(y, kernel, scale, x, n, r0, r1, c0, c1, transpose):
     # As _rows_depthwise for image n of a (B, C, H, W) system; kernel[c] is
@@ -426,7 +431,9 @@ def _rows_mixing(y, kernel, scale, x, n, r0, r1, c0, c1, transpose):
                     r = i - (kh - 1) + a
                     if r >= 0:
                         rr = H - 1 - r if transpose else r
-                        _subtract_row(acc[c], x_plane, rr, weights, a, c0, c1, transpose)
+                        _subtract_row(
+                            acc[c], x_plane, rr, weights, a, c0, c1, transpose
+                        )
 
         # the row's left neighbours, then the lower-triangular anchor block
         for t in range(cols):
@@ -467,13 +474,6 @@ def _solve_mixing(y, kernel, scale, x, strips, row_block, transpose):
             r0 = r * row_block
             r1 = min(H, r0 + row_block)
             _rows_mixing(y, kernel, scale, x, n, r0, r1, c0, c1, transpose)
-
-
-@njit(cache=True, nogil=True, boundscheck=False)
-def _solve_mixing_serial(y, kernel, scale, x, transpose):
-    B, _, H, W = y.shape
-    for n in range(B):
-        _rows_mixing(y, kernel, scale, x, n, 0, H, 0, W, transpose)
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath=_REDUCE)
@@ -558,15 +558,16 @@ def _kernel_grad_depthwise(grad, x, chunks, out):
         _kernel_grad_rows(grad, x, p, r0, min(H, r0 + rows), out[task])
 
 
-@njit(cache=True, nogil=True, boundscheck=False)
-def _kernel_grad_depthwise_serial(grad, x, out):
-    P, H, _ = grad.shape
-    for p in range(P):
-        _kernel_grad_rows(grad, x, p, 0, H, out[p])
-
-
 def _split(
     planes: int, width: int, height: int, pair_cost: float = 2.0
+) -> tuple[int, int, int]:
+    """Split ``planes`` of ``height x width`` for the current numba threads."""
+    return _split_for(planes, width, height, pair_cost, numba.get_num_threads())
+
+
+@functools.lru_cache(maxsize=256)
+def _split_for(
+    planes: int, width: int, height: int, pair_cost: float, threads: int
 ) -> tuple[int, int, int]:
     """Choose column strips, a row block and the blocks per task.
 
@@ -577,7 +578,6 @@ def _split(
     the busiest thread's tasks (numba hands each thread an equal run of
     them).  One strip means whole planes and a single step.
     """
-    threads = numba.get_num_threads()
     groups = (1, 2) if pair_cost < 2.0 else (1,)
     best, best_cost = (1, max(height, 1), 1), math.inf
     for strips in range(1, max(1, min(8, width // _MIN_STRIP)) + 1):
@@ -597,6 +597,20 @@ def _split(
                 if cost < best_cost:
                     best, best_cost = (strips, row_block, group), cost
     return best
+
+
+@contextlib.contextmanager
+def _threads_for(work: int):
+    """Run a small problem (``work`` multiply-adds) on the calling thread only."""
+    if work >= _SERIAL_WORK:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def _divide_by_anchor(kernel: np.ndarray, anchors: np.ndarray):
@@ -631,15 +645,11 @@ def solve_depthwise(
         kn, scale = _divide_by_anchor(kernel, kernel[:, -1, -1])
         # the anchor row's taps, nearest to the anchor first
         tail = np.ascontiguousarray(kn[:, -1, -2::-1])
-        if y.size * kernel[0].size < _SERIAL_WORK:
-            _solve_depthwise_serial(y, kn, tail, scale, x, transpose)
-        else:
-            # interleaved pairs of rows (up to two taps each) cost 1.24 rows
-            pair_cost = 1.24 if kernel.shape[2] <= 3 else 2.0
+        # interleaved pairs of rows (up to two taps each) cost 1.24 rows
+        pair_cost = 1.24 if kernel.shape[2] <= 3 else 2.0
+        with _threads_for(y.size * kernel[0].size):
             strips, row_block, group = _split(P, W, H, pair_cost)
-            _solve_depthwise(
-                y, kn, tail, scale, x, strips, row_block, group, transpose
-            )
+            _solve_depthwise(y, kn, tail, scale, x, strips, row_block, group, transpose)
     return x
 
 
@@ -669,9 +679,7 @@ def solve_mixing(
             # equations in the fully flipped frame: K'[d, e] = K[C-1-e, C-1-d]
             kernel = kernel[::-1, ::-1].transpose(1, 0, 2, 3)
         kn, scale = _divide_by_anchor(kernel, np.diagonal(kernel[:, :, -1, -1]))
-        if y.size * kernel[0].size < _SERIAL_WORK:
-            _solve_mixing_serial(y, kn, scale, x, transpose)
-        else:
+        with _threads_for(y.size * kernel[0].size):
             strips, row_block, _ = _split(B, W, H)
             _solve_mixing(y, kn, scale, x, strips, row_block, transpose)
     return x
@@ -686,15 +694,13 @@ def kernel_grad_depthwise(
     x_pad[p, i + a, j + b]``.  No scratch tensor of size image x kernel.
     """
     P, H, _ = grad.shape
-    threads = numba.get_num_threads()
-    chunks = 1
-    serial = grad.size * kh * kw < _SERIAL_WORK
-    if P < 2 * threads and not serial:
-        chunks = max(1, min(H, math.ceil(2 * threads / max(P, 1))))
-    out = np.zeros((P * chunks, kh, kw), dtype=np.float64)
-    if serial:
-        _kernel_grad_depthwise_serial(grad, x, out)
-    elif grad.size:
-        _kernel_grad_depthwise(grad, x, chunks, out)
+    with _threads_for(grad.size * kh * kw):
+        threads = numba.get_num_threads()
+        chunks = 1
+        if P < 2 * threads:
+            chunks = max(1, min(H, math.ceil(2 * threads / max(P, 1))))
+        out = np.zeros((P * chunks, kh, kw), dtype=np.float64)
+        if grad.size:
+            _kernel_grad_depthwise(grad, x, chunks, out)
     per_plane = out.reshape(P, chunks, kh, kw).sum(axis=1)
     return per_plane.reshape(P // Ck, Ck, kh, kw).sum(axis=0).astype(grad.dtype)

@@ -169,7 +169,9 @@ def check_invertible(kernel: Tensor) -> None:
 def inverse_causal_conv2d(
     blurred: Tensor, kernel: Tensor, anchor: str = "bottom-right"
 ) -> Tensor:
-    """Undo a causal convolution exactly: return ``x`` with ``causal_conv2d(x, kernel) == blurred``.
+    """Undo a causal convolution exactly.
+
+    Return ``x`` with ``causal_conv2d(x, kernel, anchor) == blurred``.
 
     Parameters
     ----------
