@@ -69,4 +69,4 @@ figures: install
 	$(DEBLUR) compare $(SAMPLES)/blurred/centred_gaussian/8bit/chelsea.png \
 	  --kernel $(SAMPLES)/kernels/centred_gaussian.npy --reference $(SAMPLES)/sharp \
 	  --out $(SAMPLES)/figures/centred_gaussian_8bit --overwrite
-	$(DEBLUR) kernel show $(SAMPLES)/kernels/corner_gaussian.npy --plot $(SAMPLES)/figures/corner_gaussian_kernel.png
+	$(DEBLUR) kernel show $(SAMPLES)/kernels/corner_gaussian.npy --plot $(SAMPLES)/figures/corner_gaussian_kernel.png --overwrite

@@ -5,7 +5,7 @@ a ``H x W x C`` float32 image and a causal ``k x k`` kernel shared by the
 channels.  Each time is the median of several runs after a warm-up run; the
 slow yardsticks (scipy, the dense solve) get fewer runs, bounded by a time
 budget.  The results are plain records that :func:`ratios` turns into the
-ratios that issue #3 sets targets for.
+ratios that the project sets speed targets for.
 
 Examples
 --------
@@ -56,7 +56,7 @@ DENSE_METHODS = ("torch.linalg.solve", "deblur.substitution")
 
 @dataclass(frozen=True)
 class Target:
-    """A ratio of two timings of one case, and the bound that issue #3 sets."""
+    """A ratio of two timings of one case, and its target bound."""
 
     name: str
     numerator: str

@@ -37,6 +37,10 @@ ANCHOR_CHOICES = (*ANCHORS, "center")
 #: a gain above this makes the exact inverse useless on quantised images
 MAX_GAIN = 1e4
 
+#: the largest kernel side deblur accepts (the stability check alone grows as
+#: the fourth power of the side)
+MAX_KERNEL_SIDE = 129
+
 
 class KernelError(ValueError):
     """A kernel file or value that cannot be used."""
@@ -176,6 +180,14 @@ def _read_array(path: Path) -> np.ndarray:
             array = np.load(path, allow_pickle=False)
         except ValueError as exc:
             if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
+                with open(path, "rb") as file:
+                    is_npy = file.read(6) == b"\x93NUMPY"
+                if not is_npy:
+                    raise KernelError(
+                        f"{path}: cannot read the .npy file (no .npy header: "
+                        "pickled data or another format; refused without "
+                        "unpickling); save the kernel with numpy.save"
+                    ) from None
                 raise KernelError(
                     f"{path}: holds Python objects (a pickled array); refused "
                     "without unpickling, save the kernel as a plain float array"
@@ -237,6 +249,12 @@ def validate(kernel: Kernel) -> Kernel:
     if w.ndim == 4 and w.shape[0] != w.shape[1]:
         raise KernelError(
             f"{where}a 4-D kernel must be (C, C, kh, kw), got shape {w.shape}"
+        )
+    if max(w.shape[-2:]) > MAX_KERNEL_SIDE:
+        raise KernelError(
+            f"{where}kernel is {w.shape[-2]}x{w.shape[-1]}, larger than the "
+            f"{MAX_KERNEL_SIDE}x{MAX_KERNEL_SIDE} deblur handles; crop it to the "
+            "taps that carry its weight"
         )
     if not np.all(np.isfinite(w)):
         bad = int(np.sum(~np.isfinite(w)))
@@ -383,7 +401,8 @@ def stability(kernel: Kernel, size: int | None = None) -> Stability:
     """Measure the noise gain of the exact inverse and give a verdict.
 
     The impulse response ``h = K^-1 delta`` is computed with the solver itself
-    on a ``size x size`` grid (default: eight times the kernel, at least 64).
+    on a ``size x size`` grid (default: eight times the kernel side, at least
+    64; four times for sides above 16).
     ``gain = ||h||_2`` (the worst input channel); if the share of its energy on
     the far half of the grid does not vanish, the recursion does not decay.
 
@@ -395,7 +414,8 @@ def stability(kernel: Kernel, size: int | None = None) -> Stability:
     if kernel.anchor == "center":
         # no exact inverse; report what a corner reading of it would give
         kernel = kernel.with_anchor("bottom-right")
-    size = size or max(64, 8 * max(kernel.kernel_size))
+    side = max(kernel.kernel_size)
+    size = size or (max(64, 8 * side) if side <= 16 else 4 * side)
     h = _impulse_response(kernel, size)
     with np.errstate(over="ignore", invalid="ignore"):
         energy = h.reshape(h.shape[0], -1, size, size) ** 2
@@ -438,6 +458,14 @@ def make_kernel(
     stable kernels, one per RGB channel.
     """
     kh, kw = (size, size) if isinstance(size, int) else size
+    if not (1 <= kh <= MAX_KERNEL_SIDE and 1 <= kw <= MAX_KERNEL_SIDE):
+        raise KernelError(
+            f"kernel size must be 1 to {MAX_KERNEL_SIDE} a side, got {kh}x{kw}"
+        )
+    if not (math.isfinite(ratio) and ratio > 0):
+        raise KernelError(f"ratio must be a positive number, got {ratio}")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise KernelError(f"sigma must be a positive number, got {sigma}")
     if kind == "diagonal":
         w = np.zeros((kh, kw))
         for t in range(min(kh, kw)):

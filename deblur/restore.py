@@ -441,12 +441,12 @@ def _restore(record, stage, source, output, options, reference, reference_error)
     from .imageio import data_range, read_image, write_image
 
     # checks that need no reading
-    if output.exists() and not options.overwrite:
-        raise RestoreError(f"{output}: output exists; pass --overwrite to replace it")
     if output.resolve() == source.resolve():
         raise RestoreError(
             f"{output}: output would overwrite its input; choose another --out"
         )
+    if output.exists() and not options.overwrite:
+        raise RestoreError(f"{output}: output exists; pass --overwrite to replace it")
     if reference is not None and output.resolve() == Path(reference).resolve():
         raise RestoreError(
             f"{output}: output would overwrite its reference {reference}; choose "

@@ -175,3 +175,30 @@ def test_installed_deblur_command_restores_in_a_subprocess(tmp_path, make_png, k
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "a.png").exists()
     assert "a.png" in proc.stdout
+
+
+def test_outputs_never_replace_the_kernel_or_inputs(tmp_path, make_png, kernel_file):
+    img, k = make_png("a.png"), kernel_file()
+    before = k.read_bytes()
+    r = run("restore", img, "-k", k, "-o", tmp_path / "o", "--report", str(k) + ".json")
+    assert r.exit_code == 2 and "would replace" in r.output
+    r = run("kernel", "show", k, "--plot", tmp_path / "p.png")
+    assert r.exit_code == 0
+    r = run("kernel", "show", k, "--plot", tmp_path / "p.png")
+    assert r.exit_code == 2 and "--overwrite" in r.output
+    r = run("compare", img, "-k", k, "-r", img, "-o", tmp_path, "--overwrite")
+    assert r.exit_code == 1 and "would replace an input" in r.output
+    assert k.read_bytes() == before
+    assert Image.open(img).size == (31, 24)
+
+
+def test_restore_stdout_closed_is_not_an_error(tmp_path, make_png, kernel_file):
+    exe = shutil.which("deblur", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("the deblur console script is not installed in this environment")
+    img, k = make_png("a.png"), kernel_file()
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([exe, "restore", str(img), "-k", str(k), "-o", str(tmp_path / "o")],
+                              stdout=full, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    assert (tmp_path / "o" / "a.png").exists()

@@ -46,7 +46,7 @@ def test_load_kernel_pickled_npy_refused_without_unpickling(tmp_path):
 def test_load_kernel_pickle_file_named_npy_refused(tmp_path):
     path = tmp_path / "evil.npy"
     path.write_bytes(pickle.dumps([1.0, 2.0]))
-    with pytest.raises(KernelError, match="pickled array"):
+    with pytest.raises(KernelError, match="no .npy header: pickled data"):
         load_kernel(path)
 
 
@@ -124,3 +124,29 @@ def test_kernel_normalized_per_channel_sums_to_one():
 def test_make_kernel_unknown_kind_refused():
     with pytest.raises(KernelError, match="unknown kernel kind"):
         make_kernel("box")
+
+
+def test_load_kernel_garbage_npy_says_cannot_read(tmp_path):
+    path = tmp_path / "g.npy"
+    path.write_bytes(b"garbage")
+    with pytest.raises(KernelError, match="cannot read the .npy file"):
+        load_kernel(path)
+
+
+def test_load_kernel_too_large_refused(tmp_path):
+    path = tmp_path / "big.npy"
+    w = np.zeros((200, 3))
+    w[-1, -1] = 1.0
+    np.save(path, w)
+    with pytest.raises(KernelError, match="larger than the 129x129"):
+        load_kernel(path)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"sigma": 0.0}, "sigma must be a positive"), ({"ratio": float("nan")}, "ratio must be"),
+     ({"size": 100000}, "kernel size must be 1 to 129")],
+)
+def test_make_kernel_bad_parameters_refused(kwargs, match):
+    with pytest.raises(KernelError, match=match):
+        make_kernel("corner-gaussian", **kwargs)

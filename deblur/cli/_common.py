@@ -272,11 +272,16 @@ def print_results(renderable) -> None:
     """Print on stdout; a closed pipe (``| head``) is not an error."""
     try:
         console.out.print(renderable)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # silence the flush at exit as well
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except (BrokenPipeError, OSError, AttributeError, ValueError):
+        # stdout closed, gone or full: the results are in the files and the
+        # report; silence the flush at exit as well
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, AttributeError, ValueError):
+            pass
 
 
 # ----------------------------------------------------------------------------
@@ -371,7 +376,8 @@ def check_report_path(report: Path | None, protected: set[Path]) -> None:
         raise console.fail(f"--report {report} is a folder; give a file name")
     if report.resolve() in protected:
         raise console.fail(
-            f"--report {report} is one of the input images; choose another name"
+            f"--report {report} would replace a file this run reads or writes "
+            "(an input, a reference, the kernel or another output); choose another name"
         )
     for parent in report.parents:
         if parent.exists():
@@ -387,9 +393,7 @@ def parse_bit_depth(value: str) -> str | int:
         return value
     if value in ("8", "16"):
         return int(value)
-    raise typer.BadParameter(
-        f"got {value!r}; choose same, 8, 16 or float32", param_hint="--bit-depth"
-    )
+    raise console.fail(f"--bit-depth must be same, 8, 16 or float32, got {value!r}")
 
 
 def parse_max_pixels(value: int | None) -> int | None:
@@ -499,3 +503,8 @@ def parse_size(value: str, option: str = "--size", example: str = "5 or 5x7") ->
             f"{option} {value!r}: give a positive size such as {example} (rows x columns)"
         )
     return int(match[1]), int(match[2] or match[1])
+
+
+def kernel_files(path: Path) -> set[Path]:
+    """The kernel file and its sidecar, resolved: no output may replace them."""
+    return {path.resolve(), path.with_name(path.name + ".json").resolve()}

@@ -151,7 +151,7 @@ def bench(
     Each time is the median (or, with --statistic min, the fastest) of
     several runs after a warm-up; the fast methods are timed in turn, round
     by round, so that a burst of load from other processes hits them all.
-    Prints the times and the ratios with the targets of issue #3 on stdout.
+    Prints the times and the ratios with the speed targets on stdout.
     """
     console.setup_logging(verbose)
     options = dict(QUICK) if quick else {}
@@ -215,7 +215,7 @@ def bench(
     console.out.print(_times_table(records, title, key))
     rows = _bench.ratios(records, statistic=key)
     console.out.print(
-        _ratios_table(rows, f"ratios of {statistic} times (issue #3 targets)")
+        _ratios_table(rows, f"ratios of {statistic} times (targets)")
     )
     for r in records:
         if r["note"].startswith("skipped"):

@@ -14,7 +14,14 @@ from ..report import write_report
 from ..restore import resolve_device
 from . import console
 from ._app import app
-from ._common import ANCHOR_HELP, DEVICE_HELP, check_out_dir, open_kernel
+from ._common import (
+    ANCHOR_HELP,
+    DEVICE_HELP,
+    check_out_dir,
+    check_report_path,
+    kernel_files,
+    open_kernel,
+)
 
 
 @app.command()
@@ -56,12 +63,18 @@ def compare(
     if refs.single is not None and len(sources) > 1:
         raise console.fail(f"--reference {reference} is one file but there are {len(sources)} inputs; give a folder")
     check_out_dir(out)
+    protected = {s.path.resolve() for s in sources} | refs.paths() | kernel_files(kernel)
+    check_report_path(report, protected)
     if boundary not in ("zero", "symmetric", "none"):
         raise console.fail(f"--boundary must be zero, symmetric or none, got {boundary!r}")
     params = {m: {"boundary": boundary} for m in ("wiener", "unsupervised-wiener", "richardson-lucy")}
     if balance is not None:
+        if not balance > 0:
+            raise console.fail(f"--balance must be a positive number, got {balance}")
         params["wiener"]["balance"] = balance
     if num_iter is not None:
+        if num_iter < 1:
+            raise console.fail(f"--num-iter must be at least 1, got {num_iter}")
         params["richardson-lucy"]["num_iter"] = num_iter
 
     table = Table(title=f"deblur compare ({k.path}, gain {verdict.gain:.3g}, {verdict.verdict})", title_justify="left")
@@ -75,6 +88,8 @@ def compare(
             ref, why = refs.find(source)
             if ref is None:
                 records, panels = [{"input": str(source.path), "method": None, "error": why}], []
+            elif picture.resolve() in protected:
+                records, panels = [{"input": str(source.path), "method": None, "error": f"{picture}: the picture would replace an input, a reference or the kernel; choose another --out"}], []
             elif picture.exists() and not overwrite:
                 records, panels = [{"input": str(source.path), "method": None, "error": f"{picture}: exists; pass --overwrite to replace it"}], []
             else:
@@ -101,7 +116,7 @@ def compare(
                     continue
                 mark = "best" if r.get("best") else ""
                 table.add_row(
-                    str(source.path), r["method"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}",
+                    str(source.path), r["method"], f"{r['psnr']:.2f}", "-" if r["ssim"] != r["ssim"] else f"{r['ssim']:.4f}",
                     f"{r['seconds']:.3f}", mark, style="bold green" if mark else None,
                 )
             bar.update(task, advance=1, status=source.relative.name)

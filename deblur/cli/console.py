@@ -6,6 +6,7 @@ All rich objects live here so that the rest of the CLI only calls these.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 
@@ -22,6 +23,10 @@ from rich.progress import (
 )
 
 # results go to stdout; when it is a file or a pipe, tables get room to breathe
+if sys.stdout is None:  # started with stdout closed (`deblur ... >&-`)
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+if sys.stderr is None:
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115
 out = Console(highlight=False, soft_wrap=True)
 if not out.is_terminal:
     out = Console(highlight=False, soft_wrap=True, width=200)

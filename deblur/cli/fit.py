@@ -14,6 +14,7 @@ from rich.table import Table
 from . import console
 from ._app import app
 from ._common import (
+    kernel_files,
     DEVICE_HELP,
     MAX_PIXELS_HELP,
     check_report_path,
@@ -137,7 +138,7 @@ def fit_kernel_command(
     margin: Annotated[
         Optional[int],
         typer.Option(
-            help="Rows and columns on the anchor's side of each crop left out of the loss (default: the kernel size)."
+            help="Rows and columns on the padded side of each crop (the side away from the anchor) left out of the loss (default: the kernel size)."
         ),
     ] = None,
     init: Annotated[
@@ -200,7 +201,7 @@ def fit_kernel_command(
     BLURRED and SHARP are two images or two folders; pairs are matched by
     relative path, ignoring the extension.  The kernel starts as the linear
     least-squares fit of the forward blur, then gradient descent through the
-    exact inverse refines it on random crops (a margin on the anchor's side of
+    exact inverse refines it on random crops (a margin on the padded side of
     each crop is left out of the loss) while keeping it stable.  A table of
     PSNR per pair (blurred, restored with the least-squares kernel, restored
     with the refined one) goes to stdout, training and --holdout pairs apart.
@@ -229,12 +230,18 @@ def _check_outputs(output: Path, report, plot, overwrite: bool, protected) -> No
             f"--output {output} exists; pass --overwrite to replace it, or choose "
             "another name"
         )
+    protected = protected | kernel_files(output)
     check_report_path(report, protected)
     if plot is not None:
         if plot.suffix.lower() != ".png":
             raise console.fail(f"--plot {plot}: the plot is a PNG, give a .png name")
-        if plot.resolve() in protected:
-            raise console.fail(f"--plot {plot} is one of the input images")
+        if plot.resolve() in protected or (report and plot.resolve() == report.resolve()):
+            raise console.fail(
+                f"--plot {plot} would replace an input, the kernel or the report; "
+                "choose another name"
+            )
+        if plot.exists() and not overwrite:
+            raise console.fail(f"--plot {plot} exists; pass --overwrite to replace it")
 
 
 def _pair_files(blurred: Path, sharp: Path) -> list[tuple[Path, Path, str]]:

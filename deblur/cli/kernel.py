@@ -19,7 +19,7 @@ from ..kernel import (
 )
 from . import console
 from ._app import app
-from ._common import ANCHOR_HELP, parse_size
+from ._common import ANCHOR_HELP, kernel_files, parse_size
 
 kernel_app = typer.Typer(help="Inspect and make blur kernels.", no_args_is_help=True)
 app.add_typer(kernel_app, name="kernel")
@@ -30,8 +30,16 @@ def show(
     path: Annotated[Path, typer.Argument(help="Kernel file: .npy, .txt or .csv.")],
     anchor: Annotated[Optional[str], typer.Option(help=ANCHOR_HELP)] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Draw the kernel as a heat map into this PNG.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --plot file.")] = False,
 ) -> None:
     """Print a kernel's shape, anchor, sum, noise gain and stability verdict."""
+    if plot is not None:
+        if plot.suffix.lower() != ".png":
+            raise console.fail(f"--plot {plot}: the picture is a PNG, give a .png name")
+        if plot.resolve() in kernel_files(path):
+            raise console.fail(f"--plot {plot} would replace the kernel; choose another name")
+        if plot.exists() and not overwrite:
+            raise console.fail(f"--plot {plot} exists; pass --overwrite to replace it")
     try:
         k = load_kernel(path, anchor)
     except KernelError as exc:
@@ -67,6 +75,8 @@ def make(
 ) -> None:
     """Make a synthetic kernel (normalised to sum one) and write it with its anchor."""
     kh, kw = parse_size(size)
+    if output.is_dir():
+        raise console.fail(f"-o {output} is a folder; give a kernel file name such as {output / 'kernel.npy'}")
     if output.exists() and not overwrite:
         raise console.fail(f"{output}: exists; pass --overwrite to replace it")
     try:
@@ -75,4 +85,5 @@ def make(
     except (KernelError, ValueError, OSError) as exc:
         raise console.fail(str(exc))
     s = stability(k)
-    console.out.print(f"{output}: {kind} {kh}x{kw}, anchor {k.anchor}, gain {s.gain:.4g} ({s.verdict})")
+    shape = "x".join(map(str, k.shape))
+    console.out.print(f"{output}: {kind} {shape}, anchor {k.anchor}, gain {s.gain:.4g} ({s.verdict})")

@@ -21,6 +21,7 @@ from ..restore import (
 from . import console
 from ._app import app
 from ._common import (
+    kernel_files,
     ANCHOR_HELP,
     DEVICE_HELP,
     MAX_PIXELS_HELP,
@@ -45,7 +46,7 @@ from ._common import (
 
 
 def _fmt(value, spec: str) -> str:
-    if value is None:
+    if value is None or value != value:  # None or NaN (no score)
         return "-"
     if value == float("inf"):
         return "inf"
@@ -150,6 +151,7 @@ def _restore(
     targets, protected = plan_outputs(sources, out, suffix)
     if refs is not None:
         protected |= refs.paths()
+    protected |= kernel_files(kernel)
     check_report_path(report, protected)
     params = _method_params(method, balance, num_iter, boundary)
     options = RestoreOptions(
@@ -210,10 +212,14 @@ def _method_params(method, balance, num_iter, boundary) -> dict:
     if balance is not None:
         if method != "wiener":
             raise console.fail(f"--balance applies to --method wiener, not {method}")
+        if not balance > 0:
+            raise console.fail(f"--balance must be a positive number, got {balance}")
         params["balance"] = balance
     if num_iter is not None:
         if method != "richardson-lucy":
             raise console.fail(f"--num-iter applies to --method richardson-lucy, not {method}")
+        if num_iter < 1:
+            raise console.fail(f"--num-iter must be at least 1, got {num_iter}")
         params["num_iter"] = num_iter
     if boundary is not None:
         if method == "inverse":

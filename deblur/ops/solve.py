@@ -236,10 +236,27 @@ def inverse_causal_conv2d(
     dims = flip_dims(anchor)
     if dims:
         blurred = blurred.flip(dims)
-    restored = causal_solve(blurred.contiguous(), canon)
+    blurred = blurred.contiguous()
+    if _needs_op(blurred, canon):
+        restored = causal_solve(blurred, canon)
+    else:
+        # Inference: call the solver itself.  Going through the custom op
+        # costs nothing per call but its first call imports torch._dynamo
+        # (1 to 3 s), which every command-line run would pay.
+        with torch.no_grad():
+            restored = _solve(blurred, canon).to(blurred.device)
     if dims:
         restored = restored.flip(dims)
     return restored
+
+
+def _needs_op(blurred: Tensor, kernel: Tensor) -> bool:
+    """True when autograd, tracing or a fake tensor needs the registered op."""
+    if torch.is_grad_enabled() and (blurred.requires_grad or kernel.requires_grad):
+        return True
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return True
+    return type(blurred) is not Tensor or type(kernel) is not Tensor
 
 
 from .blur import causal_conv2d  # noqa: E402  (for the docstring example)
