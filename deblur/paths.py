@@ -200,6 +200,9 @@ class ReferenceIndex:
             if hits and len(hits) == 1:
                 return hits[0], None
             if hits:
+                same = [h for h in hits if h.suffix.lower() == source.path.suffix.lower()]
+                if len(same) == 1:  # an exact name beats the others
+                    return same[0], None
                 names = ", ".join(h.name for h in hits)
                 return None, f"several references match {key}: {names}"
         return None, f"no reference named {source.key}.* in {self.root}"

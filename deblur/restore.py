@@ -497,6 +497,11 @@ def _restore(record, stage, source, output, options, reference, reference_error)
     record["clipped"] = info.clipped / max(info.total, 1)
     if info.clipped:
         record["notes"].append(f"{info.clipped} of {info.total} {CLIP_NOTE}")
+    if info.format == "JPEG":
+        record["notes"].append(
+            "JPEG output is re-encoded, which is lossy; write "
+            "PNG or TIFF (--bit-depth float32) to keep the exact result"
+        )
 
     # score
     stage[0] = "scoring"

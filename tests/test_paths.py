@@ -86,3 +86,21 @@ def test_pair_files_unmatched_names_listed(tmp_path):
     _touch(tmp_path / "sharp" / "cat.png")
     with pytest.raises(PathError, match="1 blurred image.*no sharp partner.*dog"):
         pair_files(tmp_path / "blurred", tmp_path / "sharp")
+
+
+def test_reference_index_prefers_exact_name_among_several_extensions(tmp_path):
+    _touch(tmp_path / "blurred" / "x.bmp")
+    _touch(tmp_path / "sharp" / "x.bmp")
+    _touch(tmp_path / "sharp" / "x.jpg")
+    (src,) = find_images([tmp_path / "blurred"])
+    ref, why = ReferenceIndex(tmp_path / "sharp").find(src)
+    assert ref == tmp_path / "sharp" / "x.bmp" and why is None
+
+
+def test_reference_index_ambiguous_without_exact_name(tmp_path):
+    _touch(tmp_path / "blurred" / "x.png")
+    _touch(tmp_path / "sharp" / "x.bmp")
+    _touch(tmp_path / "sharp" / "x.jpg")
+    (src,) = find_images([tmp_path / "blurred"])
+    ref, why = ReferenceIndex(tmp_path / "sharp").find(src)
+    assert ref is None and "several references match x" in why
