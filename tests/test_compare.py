@@ -112,3 +112,16 @@ def test_restore_wiener_symmetric_boundary_recorded(tmp_path, make_png, kernel_f
     assert result.exit_code == 0, result.output
     (row,) = json.loads((tmp_path / "r.json").read_text())["results"]
     assert row["params"]["boundary"] == "symmetric" and row["params"]["balance"] == 0.01
+
+
+def test_compare_interrupted_exits_130_with_one_line(tmp_path, make_png, kernel_file, monkeypatch):
+    import deblur.cli.compare as compare_cli
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare_cli, "compare_file", stop)
+    img, k = make_png("a.png"), kernel_file()
+    result = runner.invoke(app, ["compare", str(img), "-k", str(k), "-r", str(img), "-o", str(tmp_path / "c")])
+    assert result.exit_code == 130
+    assert "interrupted by SIGINT before every image was compared" in result.output

@@ -21,6 +21,7 @@ from ._common import (
     check_report_path,
     kernel_files,
     open_kernel,
+    run_interruptible,
 )
 
 
@@ -48,7 +49,15 @@ def compare(
     The exact inverse is skipped, with the reason, for a centred or unstable
     kernel; the regularised methods still run.
     """
+    options = dict(locals())
     console.setup_logging(False)
+    run_interruptible(_compare, options, stopped="before every image was compared; every picture written is complete")
+
+
+def _compare(
+    inputs, kernel, reference, out, report, methods, anchor, device, balance,
+    num_iter, boundary, normalize, overwrite,
+) -> int:
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in chosen if m not in METHODS]
     if bad or not chosen:
@@ -125,4 +134,5 @@ def compare(
         write_report(report, results, kernel=k.describe(verdict), methods=chosen, device=dev)
     if failed:
         console.error(f"{failed} of {len(sources)} images could not be compared")
-        raise typer.Exit(1)
+        return 1
+    return 0
