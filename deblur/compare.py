@@ -94,13 +94,31 @@ def compare_file(
         )
 
     p0, s0 = score(image.data)
-    records = [{**base, "method": "blurred", "psnr": p0, "ssim": s0, "seconds": 0.0,
-                "params": {}, "error": None, "data_range": top}]
+    records = [
+        {
+            **base,
+            "method": "blurred",
+            "psnr": p0,
+            "ssim": s0,
+            "seconds": 0.0,
+            "params": {},
+            "error": None,
+            "data_range": top,
+        }
+    ]
     panels = [(f"blurred {p0:.2f} dB", image.data)]
     options = RestoreOptions(kernel=kernel, device=device, stability=stability)
     for method in methods:
-        record = {**base, "method": method, "psnr": None, "ssim": None,
-                  "seconds": None, "params": {}, "error": None, "data_range": top}
+        record = {
+            **base,
+            "method": method,
+            "psnr": None,
+            "ssim": None,
+            "seconds": None,
+            "params": {},
+            "error": None,
+            "data_range": top,
+        }
         why = _why_not_inverse(kernel, stability) if method == "inverse" else None
         if why:
             record["error"] = why
@@ -111,7 +129,8 @@ def compare_file(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 out, used = restore_array(
-                    image.data, replace(options, method=method, params=params.get(method, {}))
+                    image.data,
+                    replace(options, method=method, params=params.get(method, {})),
                 )
             if not np.all(np.isfinite(out)):
                 raise ValueError("the result has non-finite values")
@@ -134,7 +153,9 @@ def compare_file(
 
 def best_method(records: list[dict]) -> str | None:
     """The method with the highest PSNR (the blurred input does not compete)."""
-    scored = [r for r in records if r.get("psnr") is not None and r["method"] != "blurred"]
+    scored = [
+        r for r in records if r.get("psnr") is not None and r["method"] != "blurred"
+    ]
     if not scored:
         return None
     return max(scored, key=lambda r: r["psnr"])["method"]

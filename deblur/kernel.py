@@ -197,9 +197,7 @@ def _read_array(path: Path) -> np.ndarray:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise KernelError(f"{path}: cannot read the .npy file ({reason})") from None
         if array.dtype.kind not in "fiu":
-            raise KernelError(
-                f"{path}: holds {array.dtype} values, expected numbers"
-            )
+            raise KernelError(f"{path}: holds {array.dtype} values, expected numbers")
         return np.asarray(array, dtype=np.float64)
     if suffix in (".txt", ".csv", ".tsv"):
         try:
@@ -339,7 +337,9 @@ def load_kernel(path: str | Path, anchor: str | None = None) -> Kernel:
             f"{path}: --anchor {anchor} disagrees with the anchor {recorded!r} "
             f"recorded in {side.name}; drop --anchor or fix the metadata"
         )
-    kernel = Kernel(weights, _check_anchor_choice(anchor or recorded or "bottom-right"), path)
+    kernel = Kernel(
+        weights, _check_anchor_choice(anchor or recorded or "bottom-right"), path
+    )
     return validate(kernel)
 
 
@@ -444,8 +444,12 @@ KERNEL_KINDS = ("diagonal", "corner-gaussian", "motion", "gaussian", "per-channe
 
 
 def make_kernel(
-    kind: str, size: int | tuple[int, int] = 5, *, ratio: float = 0.6,
-    sigma: float = 1.0, anchor: str = "bottom-right",
+    kind: str,
+    size: int | tuple[int, int] = 5,
+    *,
+    ratio: float = 0.6,
+    sigma: float = 1.0,
+    anchor: str = "bottom-right",
 ) -> Kernel:
     """Build a synthetic kernel, normalised to sum one.
 

@@ -91,7 +91,9 @@ def find_images(inputs: list[str | Path]) -> list[Source]:
                     f"{path}: folder holds no images "
                     f"({', '.join(IMAGE_SUFFIXES)}), searched recursively"
                 )
-            sources += [Source(f, PurePosixPath(f.relative_to(path).as_posix())) for f in files]
+            sources += [
+                Source(f, PurePosixPath(f.relative_to(path).as_posix())) for f in files
+            ]
         elif path.exists():
             sources.append(Source(path, PurePosixPath(path.name)))
         elif glob.has_magic(text):
@@ -200,7 +202,9 @@ class ReferenceIndex:
             if hits and len(hits) == 1:
                 return hits[0], None
             if hits:
-                same = [h for h in hits if h.suffix.lower() == source.path.suffix.lower()]
+                same = [
+                    h for h in hits if h.suffix.lower() == source.path.suffix.lower()
+                ]
                 if len(same) == 1:  # an exact name beats the others
                     return same[0], None
                 names = ", ".join(h.name for h in hits)

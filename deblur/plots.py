@@ -136,8 +136,12 @@ def plot_kernel(
 
     fig.suptitle(_kernel_title(kernel, anchor, gain, title), fontsize=10)
     fig.subplots_adjust(
-        top=1 - 0.2 / rows, bottom=0.11 / rows, left=0.1, right=0.86,
-        hspace=0.35, wspace=0.45
+        top=1 - 0.2 / rows,
+        bottom=0.11 / rows,
+        left=0.1,
+        right=0.86,
+        hspace=0.35,
+        wspace=0.45,
     )
     _save(fig, path, overwrite)
 

@@ -38,14 +38,21 @@ FAST = dict(num_steps=20, crop=32, batch=8)
 def _texture(h, w, channels=1, seed=0):
     """A photo-like ``(h, w[, C])`` image in [0, 1]: noise smoothed at three scales."""
     rng = np.random.default_rng(seed)
-    x = sum(s * gaussian_filter(rng.random((h, w, channels)), (s, s, 0)) for s in (0.7, 2, 5))
+    x = sum(
+        s * gaussian_filter(rng.random((h, w, channels)), (s, s, 0))
+        for s in (0.7, 2, 5)
+    )
     x = (x - x.min()) / (x.max() - x.min())
     return x[..., 0] if channels == 1 else x
 
 
 def _blur(x, weights, anchor="bottom-right"):
     image = torch.from_numpy(x if x.ndim == 3 else x[..., None]).permute(2, 0, 1)[None]
-    y = causal_conv2d(image, torch.from_numpy(weights), anchor)[0].permute(1, 2, 0).numpy()
+    y = (
+        causal_conv2d(image, torch.from_numpy(weights), anchor)[0]
+        .permute(1, 2, 0)
+        .numpy()
+    )
     return y if x.ndim == 3 else y[..., 0]
 
 
@@ -111,7 +118,9 @@ def test_lstsq_kernel_flat_images_warn_minimum_norm():
 
 def test_lstsq_kernel_shape_mismatch_raises():
     a, b = np.zeros((20, 21)), np.zeros((20, 20))
-    with pytest.raises(FitError, match=r"img: blurred image is 21x20x1 .* sharp image is 20x20x1"):
+    with pytest.raises(
+        FitError, match=r"img: blurred image is 21x20x1 .* sharp image is 20x20x1"
+    ):
         lstsq_kernel([ImagePair(a, b, "img")], 3)
 
 
@@ -185,7 +194,15 @@ def test_fit_kernel_shared_kernel_on_gray_and_colour_pairs():
 def test_fit_kernel_bottom_left_anchor_recovers_kernel():
     kernel = make_kernel("corner-gaussian", (3, 5), sigma=1.2, anchor="bottom-left")
     pairs = _pairs(kernel.weights, anchor="bottom-left")
-    result = fit_kernel(pairs, (3, 5), anchor="bottom-left", init="identity", num_steps=60, crop=32, batch=8)
+    result = fit_kernel(
+        pairs,
+        (3, 5),
+        anchor="bottom-left",
+        init="identity",
+        num_steps=60,
+        crop=32,
+        batch=8,
+    )
     assert result.anchor == "bottom-left"
     assert _rel(result.kernel, kernel.weights) < 1e-3
 
@@ -193,8 +210,15 @@ def test_fit_kernel_bottom_left_anchor_recovers_kernel():
 def test_fit_kernel_huge_adam_steps_rejected_kernel_stays_stable():
     k = make_kernel("corner-gaussian", 5, sigma=1.4).weights
     result = fit_kernel(
-        _pairs(k), 5, init="identity", optimizer="adam", lr=2.0, num_steps=30,
-        crop=32, batch=8, check_every=1,
+        _pairs(k),
+        5,
+        init="identity",
+        optimizer="adam",
+        lr=2.0,
+        num_steps=30,
+        crop=32,
+        batch=8,
+        check_every=1,
     )
     assert result.rejected_steps >= 1
     assert result.final_lr == 2.0 * 0.5**result.rejected_steps
@@ -237,7 +261,10 @@ def test_fit_kernel_threads_restored_afterwards():
         (dict(batch=0), "batch, check_every, resample_every >= 1"),
         (dict(anchor="center"), "a centred kernel is not causal"),
         (dict(crop=3), r"crops of 3x3 leave nothing outside the margin of 3 rows"),
-        (dict(per_channel=True), r"per_channel needs pairs with one channel count, got \[1, 3\]"),
+        (
+            dict(per_channel=True),
+            r"per_channel needs pairs with one channel count, got \[1, 3\]",
+        ),
     ],
 )
 def test_fit_kernel_bad_options_raise(options, message):
@@ -296,7 +323,11 @@ def _write_pairs(root: Path, weights, n=3, size=40, channels=1, names=None):
             (root / side / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray((x * 255).astype(np.uint8)).save(root / "sharp" / f"{name}.png")
         photometric = "rgb" if channels == 3 else "minisblack"
-        tifffile.imwrite(root / "blurred" / f"{name}.tif", _blur(x, weights).astype(np.float32), photometric=photometric)
+        tifffile.imwrite(
+            root / "blurred" / f"{name}.tif",
+            _blur(x, weights).astype(np.float32),
+            photometric=photometric,
+        )
     return root / "blurred", root / "sharp"
 
 
@@ -305,11 +336,25 @@ CLI_FAST = ("--num-steps", "10", "--crop", "32", "--batch", "4")
 
 def test_cli_fit_kernel_end_to_end_restore_accepts_kernel(tmp_path):
     true = make_kernel("corner-gaussian", 5, sigma=1.4).weights
-    blurred, sharp = _write_pairs(tmp_path, true, n=4, names=["a/p0", "a/p1", "p2", "p3"])
+    blurred, sharp = _write_pairs(
+        tmp_path, true, n=4, names=["a/p0", "a/p1", "p2", "p3"]
+    )
     out, report, plot = tmp_path / "k.npy", tmp_path / "fit.json", tmp_path / "fit.png"
     result = run(
-        "fit-kernel", blurred, sharp, "--size", "5", "-o", out, "--holdout", "1",
-        "--report", report, "--plot", plot, *CLI_FAST,
+        "fit-kernel",
+        blurred,
+        sharp,
+        "--size",
+        "5",
+        "-o",
+        out,
+        "--holdout",
+        "1",
+        "--report",
+        report,
+        "--plot",
+        plot,
+        *CLI_FAST,
     )
     assert result.exit_code == 0, result.output
     assert "PSNR refined" in result.output and "held-out" in result.output
@@ -318,14 +363,26 @@ def test_cli_fit_kernel_end_to_end_restore_accepts_kernel(tmp_path):
     assert _rel(kernel.weights, true) < 1e-3
     meta = json.loads(Path(f"{out}.json").read_text())
     assert meta["verdict"] == "stable" and meta["gain"] > 1
-    assert meta["fit"]["num_steps"] == 10 and meta["pairs"] == {"train": 3, "holdout": 1}
+    assert meta["fit"]["num_steps"] == 10 and meta["pairs"] == {
+        "train": 3,
+        "holdout": 1,
+    }
     doc = json.loads(report.read_text())
     assert [r["set"] for r in doc["results"]].count("holdout") == 1
     assert all(r["psnr_after"] > 60 > r["psnr_before"] for r in doc["results"])
     assert doc["kernel"]["anchor"] == "bottom-right" and len(doc["losses"]) == 10
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    restored = run("restore", blurred, "--kernel", out, "--reference", sharp, "--out", tmp_path / "restored")
+    restored = run(
+        "restore",
+        blurred,
+        "--kernel",
+        out,
+        "--reference",
+        sharp,
+        "--out",
+        tmp_path / "restored",
+    )
     assert restored.exit_code == 0, restored.output
     assert (tmp_path / "restored" / "a" / "p0.tif").exists()
 
@@ -334,12 +391,32 @@ def test_cli_fit_kernel_per_channel_csv_report(tmp_path):
     true = make_kernel("per-channel", 3).weights
     blurred, sharp = _write_pairs(tmp_path, true, n=2, channels=3)
     out, report = tmp_path / "k.npy", tmp_path / "fit.csv"
-    result = run("fit-kernel", blurred, sharp, "--size", "3", "--per-channel", "-o", out, "--report", report, "-q", *CLI_FAST)
+    result = run(
+        "fit-kernel",
+        blurred,
+        sharp,
+        "--size",
+        "3",
+        "--per-channel",
+        "-o",
+        out,
+        "--report",
+        report,
+        "-q",
+        *CLI_FAST,
+    )
     assert result.exit_code == 0, result.output
     assert "PSNR" not in result.output  # --quiet
     assert np.load(out).shape == (3, 3, 3)
     header = report.read_text().splitlines()[0].split(",")
-    assert {"input", "reference", "set", "psnr_before", "psnr_lstsq", "psnr_after"} <= set(header)
+    assert {
+        "input",
+        "reference",
+        "set",
+        "psnr_before",
+        "psnr_lstsq",
+        "psnr_after",
+    } <= set(header)
 
 
 def test_cli_fit_kernel_unmatched_pairs_exit_2(tmp_path):
@@ -369,7 +446,9 @@ def test_cli_fit_kernel_existing_output_needs_overwrite(tmp_path):
     save_kernel(out, make_kernel("diagonal", 3))
     result = run("fit-kernel", blurred, sharp, "--size", "3", "-o", out, *CLI_FAST)
     assert result.exit_code == 2 and "exists; pass --overwrite" in result.output
-    again = run("fit-kernel", blurred, sharp, "--size", "3", "-o", out, "--overwrite", *CLI_FAST)
+    again = run(
+        "fit-kernel", blurred, sharp, "--size", "3", "-o", out, "--overwrite", *CLI_FAST
+    )
     assert again.exit_code == 0, again.output
 
 
@@ -398,15 +477,30 @@ def test_cli_fit_kernel_bad_usage_exit_2(tmp_path, monkeypatch, args, message):
 
 
 def test_installed_deblur_fit_kernel_runs_in_a_subprocess(tmp_path):
-    exe = shutil.which("deblur", path=str(Path(sys.executable).parent)) or shutil.which("deblur")
+    exe = shutil.which("deblur", path=str(Path(sys.executable).parent)) or shutil.which(
+        "deblur"
+    )
     if exe is None:
         pytest.skip("the deblur console script is not installed in this environment")
     true = make_kernel("diagonal", 3).weights
     blurred, sharp = _write_pairs(tmp_path, true, n=2)
     out = tmp_path / "k.npy"
     proc = subprocess.run(
-        [exe, "fit-kernel", str(blurred), str(sharp), "--size", "3", "-o", str(out), *CLI_FAST],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300,
+        [
+            exe,
+            "fit-kernel",
+            str(blurred),
+            str(sharp),
+            "--size",
+            "3",
+            "-o",
+            str(out),
+            *CLI_FAST,
+        ],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "PSNR refined" in proc.stdout and "Traceback" not in proc.stderr
@@ -433,6 +527,8 @@ def test_calibration_sharp_crops_match_their_recipe():
 
 def test_calibration_true_kernel_is_a_stable_corner_gaussian():
     kernel = load_kernel(CALIBRATION / "true_kernel.npy")
-    np.testing.assert_array_equal(kernel.weights, make_kernel("corner-gaussian", 5, sigma=1.2).weights)
+    np.testing.assert_array_equal(
+        kernel.weights, make_kernel("corner-gaussian", 5, sigma=1.2).weights
+    )
     assert kernel.anchor == "bottom-right"
     assert stability(kernel).verdict == "stable"

@@ -84,7 +84,10 @@ def test_load_kernel_missing_and_unknown_format(tmp_path):
 
 
 def test_load_kernel_anchor_disagreeing_with_sidecar_refused(tmp_path):
-    path = save_kernel(tmp_path / "k.npy", make_kernel("diagonal", 3, anchor="top-left").with_anchor("top-left"))
+    path = save_kernel(
+        tmp_path / "k.npy",
+        make_kernel("diagonal", 3, anchor="top-left").with_anchor("top-left"),
+    )
     assert load_kernel(path).anchor == "top-left"
     with pytest.raises(KernelError, match="disagrees with the anchor"):
         load_kernel(path, anchor="bottom-right")
@@ -111,7 +114,11 @@ def test_stability_uniform_motion_is_marginal():
 
 def test_stability_independent_of_anchor_corner():
     a = stability(make_kernel("corner-gaussian", 5, sigma=1.4))
-    b = stability(make_kernel("corner-gaussian", 5, sigma=1.4, anchor="top-left").with_anchor("top-left"))
+    b = stability(
+        make_kernel("corner-gaussian", 5, sigma=1.4, anchor="top-left").with_anchor(
+            "top-left"
+        )
+    )
     assert a.gain == pytest.approx(b.gain, rel=1e-12)
 
 
@@ -144,8 +151,11 @@ def test_load_kernel_too_large_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"sigma": 0.0}, "sigma must be a positive"), ({"ratio": float("nan")}, "ratio must be"),
-     ({"size": 100000}, "kernel size must be 1 to 129")],
+    [
+        ({"sigma": 0.0}, "sigma must be a positive"),
+        ({"ratio": float("nan")}, "ratio must be"),
+        ({"size": 100000}, "kernel size must be 1 to 129"),
+    ],
 )
 def test_make_kernel_bad_parameters_refused(kwargs, match):
     with pytest.raises(KernelError, match=match):

@@ -19,7 +19,10 @@ def test_sample_photo_restores_above_psnr_floor(tmp_path, kernel, depth, floor):
     k = load_kernel(SAMPLES / "kernels" / f"{kernel}.npy")
     source = SAMPLES / "blurred" / kernel / depth / "chelsea.png"
     record = restore_file(
-        source, tmp_path / "out.png", RestoreOptions(kernel=k), SAMPLES / "sharp" / "chelsea.png"
+        source,
+        tmp_path / "out.png",
+        RestoreOptions(kernel=k),
+        SAMPLES / "sharp" / "chelsea.png",
     )
     assert record["error"] is None
     assert record["psnr_after"] >= floor
@@ -28,7 +31,10 @@ def test_sample_photo_restores_above_psnr_floor(tmp_path, kernel, depth, floor):
 
 def test_sample_kernels_are_stable_except_the_centred_one():
     for name in STABLE:
-        assert stability(load_kernel(SAMPLES / "kernels" / f"{name}.npy")).verdict == "stable"
+        assert (
+            stability(load_kernel(SAMPLES / "kernels" / f"{name}.npy")).verdict
+            == "stable"
+        )
     centred = load_kernel(SAMPLES / "kernels" / "centred_gaussian.npy")
     assert centred.anchor == "center"
     assert stability(centred).verdict == "unstable"
@@ -45,4 +51,6 @@ def test_sample_blurred_files_match_deblur_blur_exactly():
 
 def test_sample_kernel_files_match_kernel_make():
     k = load_kernel(SAMPLES / "kernels" / "corner_gaussian.npy")
-    np.testing.assert_array_equal(k.weights, make_kernel("corner-gaussian", 5, sigma=1.4).weights)
+    np.testing.assert_array_equal(
+        k.weights, make_kernel("corner-gaussian", 5, sigma=1.4).weights
+    )

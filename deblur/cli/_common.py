@@ -120,6 +120,7 @@ def interrupt_code(exc: BaseException) -> int:
 def interrupt_name(exc: BaseException) -> str:
     return exc.name if isinstance(exc, Terminated) else "SIGINT"
 
+
 BATCH_STOPPED = "before the batch could finish; every file written is complete"
 
 
@@ -138,7 +139,6 @@ def run_interruptible(body, options: dict, stopped: str = BATCH_STOPPED) -> None
             raise typer.Exit(interrupt_code(exc))
     if code:
         raise typer.Exit(code)
-
 
 
 # ----------------------------------------------------------------------------
@@ -495,7 +495,9 @@ def guard_target(source: Source, target: Path, protected: set[Path]) -> str | No
     return None
 
 
-def parse_size(value: str, option: str = "--size", example: str = "5 or 5x7") -> tuple[int, int]:
+def parse_size(
+    value: str, option: str = "--size", example: str = "5 or 5x7"
+) -> tuple[int, int]:
     """``"5"`` -> ``(5, 5)``; ``"5x7"`` -> ``(5, 7)`` (rows x columns); exit 2 otherwise."""
     match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", value)
     if not match or int(match[1]) < 1 or int(match[2] or match[1]) < 1:

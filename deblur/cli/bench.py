@@ -214,9 +214,7 @@ def bench(
     title = f"{statistic} times, float32 {shape}, {device}"
     console.out.print(_times_table(records, title, key))
     rows = _bench.ratios(records, statistic=key)
-    console.out.print(
-        _ratios_table(rows, f"ratios of {statistic} times (targets)")
-    )
+    console.out.print(_ratios_table(rows, f"ratios of {statistic} times (targets)"))
     for r in records:
         if r["note"].startswith("skipped"):
             console.warn(f"{r['method']} ({r['case']}) {r['note']}")

@@ -32,16 +32,46 @@ from ._common import (
 
 @app.command()
 def blur(
-    inputs: Annotated[list[str], typer.Argument(help="Sharp images: files, folders (recursive) or globs.")],
-    kernel: Annotated[Path, typer.Option("--kernel", "-k", help="Kernel file: .npy, .txt or .csv.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the blurred images; mirrors the input layout.")] = Path("blurred"),
-    noise: Annotated[float, typer.Option(help="Std of white Gaussian noise added, on the [0, 1] scale.")] = 0.0,
-    bit_depth: Annotated[str, typer.Option("--bit-depth", help="Output depth: same (as the input), 8, 16 or float32 (TIFF, unclipped).")] = "same",
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Sharp images: files, folders (recursive) or globs."),
+    ],
+    kernel: Annotated[
+        Path, typer.Option("--kernel", "-k", help="Kernel file: .npy, .txt or .csv.")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder for the blurred images; mirrors the input layout.",
+        ),
+    ] = Path("blurred"),
+    noise: Annotated[
+        float,
+        typer.Option(help="Std of white Gaussian noise added, on the [0, 1] scale."),
+    ] = 0.0,
+    bit_depth: Annotated[
+        str,
+        typer.Option(
+            "--bit-depth",
+            help="Output depth: same (as the input), 8, 16 or float32 (TIFF, unclipped).",
+        ),
+    ] = "same",
     anchor: Annotated[Optional[str], typer.Option(help=ANCHOR_HELP)] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the noise (each file gets seed + its index).")] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (never an input).")] = False,
-    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first file that fails.")] = False,
-    max_pixels: Annotated[Optional[int], typer.Option("--max-pixels", help=MAX_PIXELS_HELP)] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the noise (each file gets seed + its index).")
+    ] = 0,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace existing outputs (never an input)."),
+    ] = False,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Stop at the first file that fails.")
+    ] = False,
+    max_pixels: Annotated[
+        Optional[int], typer.Option("--max-pixels", help=MAX_PIXELS_HELP)
+    ] = None,
 ) -> None:
     """Blur images with a causal kernel (and optional noise), to make test data.
 
@@ -58,7 +88,18 @@ def blur(
     run_interruptible(_blur, options)
 
 
-def _blur(inputs, kernel, out, noise, bit_depth, anchor, seed, overwrite, fail_fast, max_pixels) -> int:
+def _blur(
+    inputs,
+    kernel,
+    out,
+    noise,
+    bit_depth,
+    anchor,
+    seed,
+    overwrite,
+    fail_fast,
+    max_pixels,
+) -> int:
     depth = parse_bit_depth(bit_depth)
     max_pixels = parse_max_pixels(max_pixels)
     if noise < 0:
@@ -80,8 +121,14 @@ def _blur(inputs, kernel, out, noise, bit_depth, anchor, seed, overwrite, fail_f
             if why_not:
                 return {"input": str(source.path), "output": None, "error": why_not}
             return blur_file(
-                source.path, target, k, noise=noise, bit_depth=depth,
-                seed=seed + index, overwrite=overwrite, max_pixels=max_pixels,
+                source.path,
+                target,
+                k,
+                noise=noise,
+                bit_depth=depth,
+                seed=seed + index,
+                overwrite=overwrite,
+                max_pixels=max_pixels,
             )
 
         return Job(source, target, work)

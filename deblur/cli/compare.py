@@ -27,19 +27,55 @@ from ._common import (
 
 @app.command()
 def compare(
-    inputs: Annotated[list[str], typer.Argument(help="Blurred images: files, folders (recursive) or globs.")],
-    kernel: Annotated[Path, typer.Option("--kernel", "-k", help="Kernel file: .npy, .txt or .csv.")],
-    reference: Annotated[Path, typer.Option("--reference", "-r", help="Sharp original(s): a file or a folder matched by relative path.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the side-by-side pictures.")] = Path("compare"),
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write every score as .json or .csv.")] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated methods to run.")] = ",".join(METHODS),
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Blurred images: files, folders (recursive) or globs."),
+    ],
+    kernel: Annotated[
+        Path, typer.Option("--kernel", "-k", help="Kernel file: .npy, .txt or .csv.")
+    ],
+    reference: Annotated[
+        Path,
+        typer.Option(
+            "--reference",
+            "-r",
+            help="Sharp original(s): a file or a folder matched by relative path.",
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the side-by-side pictures.")
+    ] = Path("compare"),
+    report: Annotated[
+        Optional[Path],
+        typer.Option("--report", help="Write every score as .json or .csv."),
+    ] = None,
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated methods to run.")
+    ] = ",".join(METHODS),
     anchor: Annotated[Optional[str], typer.Option(help=ANCHOR_HELP)] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
-    balance: Annotated[Optional[float], typer.Option(help="Wiener balance; by default derived from the image's estimated noise.")] = None,
-    num_iter: Annotated[Optional[int], typer.Option("--num-iter", help="Richardson-Lucy iterations.")] = None,
-    boundary: Annotated[str, typer.Option(help="How the regularised methods continue the image past its frame: zero (as the causal operator assumes), symmetric (mirrored, often better for photos) or none.")] = "zero",
-    normalize: Annotated[bool, typer.Option("--normalize", help="Rescale the kernel so its taps sum to 1.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing pictures.")] = False,
+    balance: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Wiener balance; by default derived from the image's estimated noise."
+        ),
+    ] = None,
+    num_iter: Annotated[
+        Optional[int], typer.Option("--num-iter", help="Richardson-Lucy iterations.")
+    ] = None,
+    boundary: Annotated[
+        str,
+        typer.Option(
+            help="How the regularised methods continue the image past its frame: zero (as the causal operator assumes), symmetric (mirrored, often better for photos) or none."
+        ),
+    ] = "zero",
+    normalize: Annotated[
+        bool,
+        typer.Option("--normalize", help="Rescale the kernel so its taps sum to 1."),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing pictures.")
+    ] = False,
 ) -> None:
     """Run every method on the same images and show which restores best.
 
@@ -51,17 +87,34 @@ def compare(
     """
     options = dict(locals())
     console.setup_logging(False)
-    run_interruptible(_compare, options, stopped="before every image was compared; every picture written is complete")
+    run_interruptible(
+        _compare,
+        options,
+        stopped="before every image was compared; every picture written is complete",
+    )
 
 
 def _compare(
-    inputs, kernel, reference, out, report, methods, anchor, device, balance,
-    num_iter, boundary, normalize, overwrite,
+    inputs,
+    kernel,
+    reference,
+    out,
+    report,
+    methods,
+    anchor,
+    device,
+    balance,
+    num_iter,
+    boundary,
+    normalize,
+    overwrite,
 ) -> int:
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in chosen if m not in METHODS]
     if bad or not chosen:
-        raise console.fail(f"--methods takes a comma-separated list of {', '.join(METHODS)}, got {methods!r}")
+        raise console.fail(
+            f"--methods takes a comma-separated list of {', '.join(METHODS)}, got {methods!r}"
+        )
     k, verdict = open_kernel(kernel, anchor, normalize=normalize, exact=False)
     try:
         dev = resolve_device(device)
@@ -70,13 +123,22 @@ def _compare(
     except (PathError, ValueError) as exc:
         raise console.fail(str(exc))
     if refs.single is not None and len(sources) > 1:
-        raise console.fail(f"--reference {reference} is one file but there are {len(sources)} inputs; give a folder")
+        raise console.fail(
+            f"--reference {reference} is one file but there are {len(sources)} inputs; give a folder"
+        )
     check_out_dir(out)
-    protected = {s.path.resolve() for s in sources} | refs.paths() | kernel_files(kernel)
+    protected = (
+        {s.path.resolve() for s in sources} | refs.paths() | kernel_files(kernel)
+    )
     check_report_path(report, protected)
     if boundary not in ("zero", "symmetric", "none"):
-        raise console.fail(f"--boundary must be zero, symmetric or none, got {boundary!r}")
-    params = {m: {"boundary": boundary} for m in ("wiener", "unsupervised-wiener", "richardson-lucy")}
+        raise console.fail(
+            f"--boundary must be zero, symmetric or none, got {boundary!r}"
+        )
+    params = {
+        m: {"boundary": boundary}
+        for m in ("wiener", "unsupervised-wiener", "richardson-lucy")
+    }
     if balance is not None:
         if not balance > 0:
             raise console.fail(f"--balance must be a positive number, got {balance}")
@@ -86,8 +148,18 @@ def _compare(
             raise console.fail(f"--num-iter must be at least 1, got {num_iter}")
         params["richardson-lucy"]["num_iter"] = num_iter
 
-    table = Table(title=f"deblur compare ({k.path}, gain {verdict.gain:.3g}, {verdict.verdict})", title_justify="left")
-    for name, justify in [("image", "left"), ("method", "left"), ("PSNR", "right"), ("SSIM", "right"), ("time (s)", "right"), ("", "left")]:
+    table = Table(
+        title=f"deblur compare ({k.path}, gain {verdict.gain:.3g}, {verdict.verdict})",
+        title_justify="left",
+    )
+    for name, justify in [
+        ("image", "left"),
+        ("method", "left"),
+        ("PSNR", "right"),
+        ("SSIM", "right"),
+        ("time (s)", "right"),
+        ("", "left"),
+    ]:
         table.add_column(name, justify=justify)
     results, failed = [], 0
     with console.progress() as bar:
@@ -96,13 +168,42 @@ def _compare(
             picture = output_path(source, out, ".png")
             ref, why = refs.find(source)
             if ref is None:
-                records, panels = [{"input": str(source.path), "method": None, "error": why}], []
+                records, panels = (
+                    [{"input": str(source.path), "method": None, "error": why}],
+                    [],
+                )
             elif picture.resolve() in protected:
-                records, panels = [{"input": str(source.path), "method": None, "error": f"{picture}: the picture would replace an input, a reference or the kernel; choose another --out"}], []
+                records, panels = (
+                    [
+                        {
+                            "input": str(source.path),
+                            "method": None,
+                            "error": f"{picture}: the picture would replace an input, a reference or the kernel; choose another --out",
+                        }
+                    ],
+                    [],
+                )
             elif picture.exists() and not overwrite:
-                records, panels = [{"input": str(source.path), "method": None, "error": f"{picture}: exists; pass --overwrite to replace it"}], []
+                records, panels = (
+                    [
+                        {
+                            "input": str(source.path),
+                            "method": None,
+                            "error": f"{picture}: exists; pass --overwrite to replace it",
+                        }
+                    ],
+                    [],
+                )
             else:
-                records, panels = compare_file(source.path, ref, k, chosen, params=params, device=dev, stability=verdict)
+                records, panels = compare_file(
+                    source.path,
+                    ref,
+                    k,
+                    chosen,
+                    params=params,
+                    device=dev,
+                    stability=verdict,
+                )
             results += records
             if panels:
                 from ..plots import plot_comparison
@@ -118,20 +219,43 @@ def _compare(
                 if r.get("method") is None:
                     failed += 1
                     console.error(r["error"])
-                    table.add_row(str(source.path), "-", "-", "-", "-", f"failed: {r['error']}", style="red")
+                    table.add_row(
+                        str(source.path),
+                        "-",
+                        "-",
+                        "-",
+                        "-",
+                        f"failed: {r['error']}",
+                        style="red",
+                    )
                     continue
                 if r["error"]:
-                    table.add_row(str(source.path), r["method"], "-", "-", "-", r["error"], style="dim")
+                    table.add_row(
+                        str(source.path),
+                        r["method"],
+                        "-",
+                        "-",
+                        "-",
+                        r["error"],
+                        style="dim",
+                    )
                     continue
                 mark = "best" if r.get("best") else ""
                 table.add_row(
-                    str(source.path), r["method"], f"{r['psnr']:.2f}", "-" if r["ssim"] != r["ssim"] else f"{r['ssim']:.4f}",
-                    f"{r['seconds']:.3f}", mark, style="bold green" if mark else None,
+                    str(source.path),
+                    r["method"],
+                    f"{r['psnr']:.2f}",
+                    "-" if r["ssim"] != r["ssim"] else f"{r['ssim']:.4f}",
+                    f"{r['seconds']:.3f}",
+                    mark,
+                    style="bold green" if mark else None,
                 )
             bar.update(task, advance=1, status=source.relative.name)
     console.out.print(table)
     if report is not None:
-        write_report(report, results, kernel=k.describe(verdict), methods=chosen, device=dev)
+        write_report(
+            report, results, kernel=k.describe(verdict), methods=chosen, device=dev
+        )
     if failed:
         console.error(f"{failed} of {len(sources)} images could not be compared")
         return 1

@@ -212,7 +212,9 @@ def fit_kernel_command(
     """
     options = {k: v for k, v in locals().items() if k != "verbose"}
     console.setup_logging(verbose)
-    run_interruptible(_fit, options, stopped='before the kernel was written; nothing written')
+    run_interruptible(
+        _fit, options, stopped="before the kernel was written; nothing written"
+    )
 
 
 def _check_outputs(output: Path, report, plot, overwrite: bool, protected) -> None:
@@ -235,7 +237,9 @@ def _check_outputs(output: Path, report, plot, overwrite: bool, protected) -> No
     if plot is not None:
         if plot.suffix.lower() != ".png":
             raise console.fail(f"--plot {plot}: the plot is a PNG, give a .png name")
-        if plot.resolve() in protected or (report and plot.resolve() == report.resolve()):
+        if plot.resolve() in protected or (
+            report and plot.resolve() == report.resolve()
+        ):
             raise console.fail(
                 f"--plot {plot} would replace an input, the kernel or the report; "
                 "choose another name"

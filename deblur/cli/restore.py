@@ -87,24 +87,88 @@ def results_table(results: list[dict], title: str) -> Table:
 
 @app.command()
 def restore(
-    inputs: Annotated[list[str], typer.Argument(help="Blurred images: files, folders (recursive) or globs.")],
-    kernel: Annotated[Path, typer.Option("--kernel", "-k", help="Kernel file: .npy, .txt or .csv.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the restored images; mirrors the input layout.")] = Path("restored"),
-    reference: Annotated[Optional[Path], typer.Option("--reference", "-r", help="Sharp original(s), a file or a folder matched by relative path, to score PSNR/SSIM.")] = None,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write the results as .json or .csv.")] = None,
-    method: Annotated[str, typer.Option(help="inverse (exact), or a regularised baseline: wiener, unsupervised-wiener, richardson-lucy.")] = "inverse",
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Blurred images: files, folders (recursive) or globs."),
+    ],
+    kernel: Annotated[
+        Path, typer.Option("--kernel", "-k", help="Kernel file: .npy, .txt or .csv.")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder for the restored images; mirrors the input layout.",
+        ),
+    ] = Path("restored"),
+    reference: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--reference",
+            "-r",
+            help="Sharp original(s), a file or a folder matched by relative path, to score PSNR/SSIM.",
+        ),
+    ] = None,
+    report: Annotated[
+        Optional[Path],
+        typer.Option("--report", help="Write the results as .json or .csv."),
+    ] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="inverse (exact), or a regularised baseline: wiener, unsupervised-wiener, richardson-lucy."
+        ),
+    ] = "inverse",
     anchor: Annotated[Optional[str], typer.Option(help=ANCHOR_HELP)] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
-    bit_depth: Annotated[str, typer.Option("--bit-depth", help="Output depth: same (as the input), 8, 16 or float32 (TIFF, unclipped).")] = "same",
-    balance: Annotated[Optional[float], typer.Option(help="Wiener balance; by default derived from the image's estimated noise.")] = None,
-    num_iter: Annotated[Optional[int], typer.Option("--num-iter", help="Richardson-Lucy iterations.")] = None,
-    boundary: Annotated[Optional[str], typer.Option(help="Regularised methods: how the image continues past its frame: zero (default, as the causal operator assumes), symmetric (often better for photos) or none.")] = None,
-    normalize: Annotated[bool, typer.Option("--normalize", help="Rescale the kernel so its taps sum to 1.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (never an input).")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Restore even with an unstable kernel.")] = False,
-    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first file that fails.")] = False,
-    max_pixels: Annotated[Optional[int], typer.Option("--max-pixels", help=MAX_PIXELS_HELP)] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the log (which backend ran, tracebacks of unexpected errors).")] = False,
+    bit_depth: Annotated[
+        str,
+        typer.Option(
+            "--bit-depth",
+            help="Output depth: same (as the input), 8, 16 or float32 (TIFF, unclipped).",
+        ),
+    ] = "same",
+    balance: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Wiener balance; by default derived from the image's estimated noise."
+        ),
+    ] = None,
+    num_iter: Annotated[
+        Optional[int], typer.Option("--num-iter", help="Richardson-Lucy iterations.")
+    ] = None,
+    boundary: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Regularised methods: how the image continues past its frame: zero (default, as the causal operator assumes), symmetric (often better for photos) or none."
+        ),
+    ] = None,
+    normalize: Annotated[
+        bool,
+        typer.Option("--normalize", help="Rescale the kernel so its taps sum to 1."),
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace existing outputs (never an input)."),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Restore even with an unstable kernel.")
+    ] = False,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Stop at the first file that fails.")
+    ] = False,
+    max_pixels: Annotated[
+        Optional[int], typer.Option("--max-pixels", help=MAX_PIXELS_HELP)
+    ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show the log (which backend ran, tracebacks of unexpected errors).",
+        ),
+    ] = False,
 ) -> None:
     """Restore blurred images with the exact inverse of their causal blur.
 
@@ -123,16 +187,35 @@ def restore(
 
 
 def _restore(
-    inputs, kernel, out, reference, report, method, anchor, device, bit_depth,
-    balance, num_iter, boundary, normalize, overwrite, force, fail_fast, max_pixels,
+    inputs,
+    kernel,
+    out,
+    reference,
+    report,
+    method,
+    anchor,
+    device,
+    bit_depth,
+    balance,
+    num_iter,
+    boundary,
+    normalize,
+    overwrite,
+    force,
+    fail_fast,
+    max_pixels,
 ) -> int:
     # everything that can be checked before the first image
     if method not in METHODS:
-        raise console.fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise console.fail(
+            f"--method must be one of {', '.join(METHODS)}, got {method!r}"
+        )
     depth = parse_bit_depth(bit_depth)
     max_pixels = parse_max_pixels(max_pixels)
     exact = method == "inverse"
-    k, verdict = open_kernel(kernel, anchor, normalize=normalize, force=force, exact=exact)
+    k, verdict = open_kernel(
+        kernel, anchor, normalize=normalize, force=force, exact=exact
+    )
     try:
         dev = resolve_device(device)
         sources = find_images(inputs)
@@ -155,8 +238,14 @@ def _restore(
     check_report_path(report, protected)
     params = _method_params(method, balance, num_iter, boundary)
     options = RestoreOptions(
-        kernel=k, method=method, device=dev, bit_depth=depth, overwrite=overwrite,
-        params=params, stability=verdict, max_pixels=max_pixels,
+        kernel=k,
+        method=method,
+        device=dev,
+        bit_depth=depth,
+        overwrite=overwrite,
+        params=params,
+        stability=verdict,
+        max_pixels=max_pixels,
     )
 
     def job(source, target):
@@ -170,20 +259,27 @@ def _restore(
         return Job(source, target, work)
 
     jobs = [job(s, t) for s, t in zip(sources, targets)]
-    batch = run_batch(jobs, fail_fast=fail_fast, label="restoring", on_record=_show_notes)
+    batch = run_batch(
+        jobs, fail_fast=fail_fast, label="restoring", on_record=_show_notes
+    )
 
     results = batch.results
-    print_results(results_table([_fill(r) for r in results], f"deblur restore --method {method}"))
+    print_results(
+        results_table([_fill(r) for r in results], f"deblur restore --method {method}")
+    )
     code = 0
     if report is not None:
         header = {
-            "kernel": kernel_header(k, verdict), "method": method, "device": dev,
+            "kernel": kernel_header(k, verdict),
+            "method": method,
+            "device": dev,
             "status": status(batch),
         }
         if batch.interrupted is not None or batch.stopped:
             done = {r["input"] for r in results}
             header["not_started"] = [
-                str(s.path) for s in sources
+                str(s.path)
+                for s in sources
                 if str(s.path) not in done and str(s.path) != batch.current
             ]
         try:
@@ -217,20 +313,38 @@ def _method_params(method, balance, num_iter, boundary) -> dict:
         params["balance"] = balance
     if num_iter is not None:
         if method != "richardson-lucy":
-            raise console.fail(f"--num-iter applies to --method richardson-lucy, not {method}")
+            raise console.fail(
+                f"--num-iter applies to --method richardson-lucy, not {method}"
+            )
         if num_iter < 1:
             raise console.fail(f"--num-iter must be at least 1, got {num_iter}")
         params["num_iter"] = num_iter
     if boundary is not None:
         if method == "inverse":
-            raise console.fail("--boundary applies to the regularised methods, not --method inverse")
+            raise console.fail(
+                "--boundary applies to the regularised methods, not --method inverse"
+            )
         if boundary not in ("zero", "symmetric", "none"):
-            raise console.fail(f"--boundary must be zero, symmetric or none, got {boundary!r}")
+            raise console.fail(
+                f"--boundary must be zero, symmetric or none, got {boundary!r}"
+            )
         params["boundary"] = boundary
     return params
 
 
 def _fill(record: dict) -> dict:
-    keys = ("width", "height", "channels", "bit_depth", "psnr_before", "psnr_after",
-            "ssim_before", "ssim_after", "clipped", "seconds", "solve_seconds", "error")
+    keys = (
+        "width",
+        "height",
+        "channels",
+        "bit_depth",
+        "psnr_before",
+        "psnr_after",
+        "ssim_before",
+        "ssim_after",
+        "clipped",
+        "seconds",
+        "solve_seconds",
+        "error",
+    )
     return {k: record.get(k) for k in ("input", *keys)}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .forms import ANCHORS, KernelForm, classify_kernel, flip_dims, to_canonical
+from .forms import classify_kernel, flip_dims, to_canonical
 
 __all__ = ["causal_conv2d", "causal_conv2d_canonical"]
 
@@ -66,13 +66,13 @@ def causal_conv2d(
     An impulse smears down and to the right of where it was:
 
     >>> x = torch.zeros(1, 1, 3, 3); x[0, 0, 0, 0] = 1.0
-    >>> k = torch.tensor([[0.25, 0.25], [0.0, 1.0]])
+    >>> k = torch.tensor([[0.5, 0.0], [0.0, 1.0]])
     >>> causal_conv2d(x, k)[0, 0]
     tensor([[1.0000, 0.0000, 0.0000],
-            [0.0000, 0.2500, 0.0000],
+            [0.0000, 0.5000, 0.0000],
             [0.0000, 0.0000, 0.0000]])
     """
-    form = classify_kernel(kernel, image.shape[1])
+    classify_kernel(kernel, image.shape[1])
     dims = flip_dims(anchor)
     canon = to_canonical(kernel.to(image.dtype), anchor)
     if dims:
@@ -80,5 +80,4 @@ def causal_conv2d(
     out = causal_conv2d_canonical(image, canon)
     if dims:
         out = out.flip(dims)
-    del form
     return out

@@ -27,7 +27,9 @@ def dense_matrix(
     return columns.reshape(n, n).T.contiguous()
 
 
-def dense_inverse(blurred: Tensor, kernel: Tensor, anchor: str = "bottom-right") -> Tensor:
+def dense_inverse(
+    blurred: Tensor, kernel: Tensor, anchor: str = "bottom-right"
+) -> Tensor:
     """Solve the causal system with ``torch.linalg.solve`` in float64 (the baseline)."""
     B, C, H, W = blurred.shape
     A = dense_matrix(kernel, C, H, W, anchor)

@@ -58,9 +58,7 @@ def flip_dims(anchor: str) -> tuple[int, ...]:
     return _FLIPS[check_anchor(anchor)]
 
 
-def classify_kernel(
-    kernel: torch.Tensor, channels: int | None = None
-) -> KernelForm:
+def classify_kernel(kernel: torch.Tensor, channels: int | None = None) -> KernelForm:
     """Name the form of ``kernel`` and check it against ``channels``.
 
     Raises

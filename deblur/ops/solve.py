@@ -259,4 +259,4 @@ def _needs_op(blurred: Tensor, kernel: Tensor) -> bool:
     return type(blurred) is not Tensor or type(kernel) is not Tensor
 
 
-from .blur import causal_conv2d  # noqa: E402  (for the docstring example)
+from .blur import causal_conv2d  # noqa: E402,F401  (for the docstring example)
