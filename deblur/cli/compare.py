@@ -25,6 +25,22 @@ from ._common import (
 )
 
 
+#: the columns of a compare report, in order (CSV)
+COMPARE_FIELDS = (
+    "input",
+    "reference",
+    "method",
+    "psnr",
+    "ssim",
+    "seconds",
+    "best",
+    "data_range",
+    "error",
+    "picture",
+    "params",
+)
+
+
 @app.command()
 def compare(
     inputs: Annotated[
@@ -254,7 +270,12 @@ def _compare(
     console.out.print(table)
     if report is not None:
         write_report(
-            report, results, kernel=k.describe(verdict), methods=chosen, device=dev
+            report,
+            results,
+            fields=COMPARE_FIELDS,
+            kernel=k.describe(verdict),
+            methods=chosen,
+            device=dev,
         )
     if failed:
         console.error(f"{failed} of {len(sources)} images could not be compared")

@@ -22,11 +22,50 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+
 # results go to stdout; when it is a file or a pipe, tables get room to breathe
+class _Guarded:
+    """A stream that falls silent when writing fails (stdout full or closed).
+
+    The results are in the output files and the report; a table that cannot
+    be shown is not a reason to fail the run or print a traceback.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):
+            self._silence()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            self._silence()
+
+    def _silence(self):
+        # send the rest, and the flush at exit, to /dev/null
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 if sys.stdout is None:  # started with stdout closed (`deblur ... >&-`)
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
 if sys.stderr is None:
     sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+if not isinstance(sys.stdout, _Guarded):
+    sys.stdout = _Guarded(sys.stdout)
 out = Console(highlight=False, soft_wrap=True)
 if not out.is_terminal:
     out = Console(highlight=False, soft_wrap=True, width=200)
