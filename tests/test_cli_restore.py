@@ -279,3 +279,16 @@ def test_restore_stdout_closed_is_not_an_error(tmp_path, make_png, kernel_file):
         )
     assert proc.returncode == 0 and "Traceback" not in proc.stderr
     assert (tmp_path / "o" / "a.png").exists()
+
+
+@pytest.mark.parametrize("args", [["kernel", "show", "K"], ["--help"]])
+def test_commands_with_full_stdout_exit_0_without_traceback(kernel_file, args):
+    exe = shutil.which("deblur", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("the deblur console script is not installed in this environment")
+    k = kernel_file()
+    argv = [exe] + [str(k) if a == "K" else a for a in args]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
