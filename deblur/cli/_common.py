@@ -16,12 +16,18 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from ..kernel import Kernel, KernelError, load_kernel, stability
 from ..paths import PathError, Source
 from . import console
+
+#: the --kernel option of every command that takes a kernel file
+KernelOption = Annotated[
+    Path, typer.Option("--kernel", "-k", help="Kernel file: .npy, .txt or .csv.")
+]
 
 DEVICE_HELP = "Where to solve: auto (a GPU if torch sees one), cpu or cuda."
 ANCHOR_HELP = (

@@ -15,6 +15,7 @@ from ._common import (
     ANCHOR_HELP,
     MAX_PIXELS_HELP,
     Job,
+    KernelOption,
     check_depth_fits,
     check_out_dir,
     guard_target,
@@ -36,9 +37,7 @@ def blur(
         list[str],
         typer.Argument(help="Sharp images: files, folders (recursive) or globs."),
     ],
-    kernel: Annotated[
-        Path, typer.Option("--kernel", "-k", help="Kernel file: .npy, .txt or .csv.")
-    ],
+    kernel: KernelOption,
     out: Annotated[
         Path,
         typer.Option(

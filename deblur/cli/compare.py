@@ -17,13 +17,13 @@ from ._app import app
 from ._common import (
     ANCHOR_HELP,
     DEVICE_HELP,
+    KernelOption,
     check_out_dir,
     check_report_path,
     kernel_files,
     open_kernel,
     run_interruptible,
 )
-
 
 #: the columns of a compare report, in order (CSV)
 COMPARE_FIELDS = (
@@ -47,9 +47,7 @@ def compare(
         list[str],
         typer.Argument(help="Blurred images: files, folders (recursive) or globs."),
     ],
-    kernel: Annotated[
-        Path, typer.Option("--kernel", "-k", help="Kernel file: .npy, .txt or .csv.")
-    ],
+    kernel: KernelOption,
     reference: Annotated[
         Path,
         typer.Option(

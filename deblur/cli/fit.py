@@ -14,10 +14,10 @@ from rich.table import Table
 from . import console
 from ._app import app
 from ._common import (
-    kernel_files,
     DEVICE_HELP,
     MAX_PIXELS_HELP,
     check_report_path,
+    kernel_files,
     parse_max_pixels,
     parse_size,
     print_results,

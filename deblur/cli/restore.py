@@ -21,15 +21,16 @@ from ..restore import (
 from . import console
 from ._app import app
 from ._common import (
-    kernel_files,
     ANCHOR_HELP,
     DEVICE_HELP,
     MAX_PIXELS_HELP,
     Job,
+    KernelOption,
     check_depth_fits,
     check_out_dir,
     check_report_path,
     guard_target,
+    kernel_files,
     kernel_header,
     open_kernel,
     parse_bit_depth,
@@ -66,21 +67,25 @@ def results_table(results: list[dict], title: str) -> Table:
     table.add_column("SSIM restored", justify="right")
     table.add_column("clipped", justify="right")
     for r in results:
-        if r["error"]:
+        if r.get("error"):
             # the reason is on stderr and in the report, one line each
-            table.add_row(r["input"], "failed", "", "", "", "", "", "", "", style="red")
+            table.add_row(
+                r.get("input"), "failed", "", "", "", "", "", "", "", style="red"
+            )
             continue
-        size = f"{r['width']}x{r['height']}x{r['channels']} {r['bit_depth']}-bit"
+        size = f"{r.get('width')}x{r.get('height')}x{r.get('channels')} {r.get('bit_depth')}-bit"
         table.add_row(
-            r["input"],
+            r.get("input"),
             size,
-            _fmt(r["seconds"], ".3f"),
+            _fmt(r.get("seconds"), ".3f"),
             _fmt(r.get("solve_seconds"), ".3f"),
-            _fmt(r["psnr_before"], ".2f"),
-            _fmt(r["psnr_after"], ".2f"),
-            _fmt(r["ssim_before"], ".4f"),
-            _fmt(r["ssim_after"], ".4f"),
-            _fmt(100 * r["clipped"], ".2f") + "%" if r["clipped"] is not None else "-",
+            _fmt(r.get("psnr_before"), ".2f"),
+            _fmt(r.get("psnr_after"), ".2f"),
+            _fmt(r.get("ssim_before"), ".4f"),
+            _fmt(r.get("ssim_after"), ".4f"),
+            _fmt(100 * r.get("clipped"), ".2f") + "%"
+            if r.get("clipped") is not None
+            else "-",
         )
     return table
 
@@ -91,9 +96,7 @@ def restore(
         list[str],
         typer.Argument(help="Blurred images: files, folders (recursive) or globs."),
     ],
-    kernel: Annotated[
-        Path, typer.Option("--kernel", "-k", help="Kernel file: .npy, .txt or .csv.")
-    ],
+    kernel: KernelOption,
     out: Annotated[
         Path,
         typer.Option(
@@ -264,9 +267,7 @@ def _restore(
     )
 
     results = batch.results
-    print_results(
-        results_table([_fill(r) for r in results], f"deblur restore --method {method}")
-    )
+    print_results(results_table(results, f"deblur restore --method {method}"))
     code = 0
     if report is not None:
         header = {
@@ -330,21 +331,3 @@ def _method_params(method, balance, num_iter, boundary) -> dict:
             )
         params["boundary"] = boundary
     return params
-
-
-def _fill(record: dict) -> dict:
-    keys = (
-        "width",
-        "height",
-        "channels",
-        "bit_depth",
-        "psnr_before",
-        "psnr_after",
-        "ssim_before",
-        "ssim_after",
-        "clipped",
-        "seconds",
-        "solve_seconds",
-        "error",
-    )
-    return {k: record.get(k) for k in ("input", *keys)}
